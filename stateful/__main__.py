@@ -1,0 +1,7 @@
+"""``python -m stateful``: see :mod:`stateful.cli`."""
+
+import sys
+
+from stateful.cli import main
+
+sys.exit(main())

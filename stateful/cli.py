@@ -1,0 +1,162 @@
+"""``python -m stateful SUBCOMMAND``: fuzz, replay, faults, bench (see shared/CONTRACT.md).
+
+Exit codes for every subcommand: 0 nothing wrong found, 1 a finding, 2 a
+harness or usage error.  Usage errors are one line on stderr naming the
+option or file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from stateful.errors import HarnessError, UsageError
+
+EXIT_OK, EXIT_FINDING, EXIT_HARNESS = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit code 2, as CONTRACT asks."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m stateful", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    fuzz = commands.add_parser("fuzz", help="run a fuzz campaign and report")
+    fuzz.add_argument("--target", default="model", help="model (default) or nova")
+    fuzz.add_argument("--fault", action="append", default=[], help="turn on a fault switch (repeatable; 'all')")
+    fuzz.add_argument("--faults-from", action="append", default=[], metavar="FILE.py", help="extra fault switches")
+    fuzz.add_argument("--max-examples", type=int, help="stop after N examples")
+    fuzz.add_argument("--duration", type=float, help="stop after this many wall-clock seconds")
+    fuzz.add_argument("--seed", type=int, help="deterministic campaign")
+    fuzz.add_argument("--workers", type=int, default=1, help="parallel worker processes sharing the database")
+    fuzz.add_argument("--db", default=".hypothesis/examples", help="directory, redis://host:port/N, or none")
+    fuzz.add_argument("--regressions", default="tests/regressions", help="where regression files are written")
+    fuzz.add_argument("--profile", default="dev", help="Hypothesis settings profile: ci, dev, nightly")
+    fuzz.add_argument("--schedule", default="virtual", help="virtual (default), pct, sequential, wallclock")
+    fuzz.add_argument("--report-dir", default="reports", help="where fuzz-report.html and .json are written")
+    fuzz.add_argument("--json", action="store_true", help="print the report as one JSON object, nothing else")
+
+    replay = commands.add_parser("replay", help="replay regression files")
+    replay.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    replay.add_argument("--timeline", action="store_true", help="print each interleaving as columns")
+    replay.add_argument("--svg", metavar="PATH", help="write the interleaving as an SVG image")
+    replay.add_argument("--faults-from", action="append", default=[], metavar="FILE.py")
+
+    faults = commands.add_parser("faults", help="list the fault catalogue")
+    faults.add_argument("--target", action="append", help="only this target (repeatable)")
+    faults.add_argument("--faults-from", action="append", default=[], metavar="FILE.py")
+    faults.add_argument("--json", action="store_true")
+
+    bench = commands.add_parser("bench", help="benchmarks, as ratios against in-process baselines")
+    bench.add_argument("--quick", action="store_true", help="a run under 2 minutes")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--write-docs", metavar="PATH", help="also write the table as Markdown to PATH")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        handler = {"fuzz": _fuzz, "replay": _replay, "faults": _faults, "bench": _bench}[args.command]
+        return handler(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_HARNESS
+    except HarnessError as error:
+        print(f"harness error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_HARNESS
+
+
+def _fuzz(args: argparse.Namespace) -> int:
+    from stateful.campaign import Campaign, CampaignOptions
+    from stateful.progress import ProgressLine, summary
+    from stateful.report import write_reports
+
+    options = CampaignOptions(
+        target=args.target,
+        faults=args.fault,
+        faults_from=args.faults_from,
+        max_examples=args.max_examples,
+        duration=args.duration,
+        seed=args.seed,
+        workers=args.workers,
+        db=args.db,
+        regressions=args.regressions,
+        profile=args.profile,
+        schedule=args.schedule,
+    )
+    progress = None if args.json else ProgressLine.for_stream(sys.stderr)
+    report = Campaign(options, progress.update if progress else None).run()
+    if progress:
+        progress.close()
+    html_path, _ = write_reports(report, args.report_dir)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(summary(report, html_path))
+    return report.exit_code
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stateful.faults import TARGETS, catalogue
+    from stateful.regression import files_under, load
+    from stateful.replay import replay_case
+    from stateful.targets import target_factory
+    from stateful.timeline import recording_timeline, svg_timeline
+
+    paths = list(files_under(args.paths))
+    if not paths:
+        raise UsageError(f"replay: no regression files under {' '.join(args.paths)}")
+    known: dict[str, set[str]] = {}
+    for target in TARGETS:
+        try:
+            target_factory(target)  # registers the target's delay sites
+            known[target] = set(catalogue(target, args.faults_from))
+        except UsageError:
+            known[target] = set()
+    cases = [load(path, known) for path in paths]  # every file validated before any replay
+    exit_code = EXIT_OK
+    for case in cases:
+        verdict = replay_case(case, args.faults_from)
+        mark = "ok  " if verdict.as_recorded else "DIFF"
+        print(f"{mark} {case.path}: {verdict.message}")
+        if not verdict.as_recorded:
+            exit_code = EXIT_FINDING
+        if args.timeline:
+            print(recording_timeline(verdict.replay.recording))
+        if args.svg:
+            svg_path = Path(args.svg) if len(cases) == 1 else Path(args.svg) / f"{Path(str(case.path)).stem}.svg"
+            svg_path.parent.mkdir(parents=True, exist_ok=True)
+            svg_path.write_text(svg_timeline(verdict.replay.recording, f"{case.path}: {verdict.message}"))
+    return exit_code
+
+
+def _faults(args: argparse.Namespace) -> int:
+    from stateful.faults import TARGETS, catalogue
+
+    rows = []
+    for target in args.target or TARGETS:
+        for fault in catalogue(target, args.faults_from).values():
+            rows.append({"name": fault.name, "target": fault.target, "bug": fault.bug, "description": fault.description})
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    width = max([len(row["name"]) for row in rows] + [4])
+    for row in rows:
+        print(f"{row['name']:<{width}}  {row['target']:<5}  {row['description']}\n{'':<{width}}         {row['bug']}")
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from stateful.bench import run_bench
+
+    return run_bench(quick=args.quick, as_json=args.json, docs_path=args.write_docs)
