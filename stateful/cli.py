@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--timeline", action="store_true", help="print each interleaving as columns")
     replay.add_argument("--svg", metavar="PATH", help="write the interleaving as an SVG image")
     replay.add_argument("--faults-from", action="append", default=[], metavar="FILE.py")
+    replay.add_argument(
+        "--save-to", metavar="DIR", help="copy each file that replays as recorded into DIR (e.g. tests/regressions)"
+    )
 
     faults = commands.add_parser("faults", help="list the fault catalogue")
     faults.add_argument("--target", action="append", help="only this target (repeatable)")
@@ -75,9 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fuzz(args: argparse.Namespace) -> int:
-    from stateful.campaign import Campaign, CampaignOptions
+    from stateful.campaign import Campaign, CampaignOptions, CampaignReport
     from stateful.progress import ProgressLine, summary
-    from stateful.report import write_reports
+    from stateful.report import PeriodicReport, write_reports
 
     options = CampaignOptions(
         target=args.target,
@@ -92,10 +95,15 @@ def _fuzz(args: argparse.Namespace) -> int:
         profile=args.profile,
         schedule=args.schedule,
     )
-    progress = None if args.json else ProgressLine.for_stream(sys.stderr)
-    report = Campaign(options, progress.update if progress else None).run()
-    if progress:
-        progress.close()
+    progress = ProgressLine.for_stream(sys.stderr, enabled=not args.json)
+    periodic = PeriodicReport(args.report_dir)
+
+    def on_update(report: CampaignReport) -> None:
+        progress.update(report)
+        periodic.update(report)
+
+    report = Campaign(options, on_update).run()
+    progress.close()
     html_path, _ = write_reports(report, args.report_dir)
     if args.json:
         print(json.dumps(report.to_json()))
@@ -108,7 +116,7 @@ def _replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stateful.faults import TARGETS, catalogue
-    from stateful.regression import files_under, load
+    from stateful.regression import files_under, load, write
     from stateful.replay import replay_case
     from stateful.targets import target_factory
     from stateful.timeline import recording_timeline, svg_timeline
@@ -131,6 +139,8 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"{mark} {case.path}: {verdict.message}")
         if not verdict.as_recorded:
             exit_code = EXIT_FINDING
+        elif args.save_to:
+            print(f"     saved as {write(case, args.save_to)}")
         if args.timeline:
             print(recording_timeline(verdict.replay.recording))
         if args.svg:

@@ -32,6 +32,9 @@ class Fault:
     bug: str
     description: str
     fixture: Callable[[], fixtures.Fixture]
+    #: Invariants the bug is known to break (documentation, and what the
+    #: suite's own tests expect the fuzzer to report); optional for user faults.
+    breaks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

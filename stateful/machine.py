@@ -34,16 +34,32 @@ from hypothesis.stateful import (
 
 from stateful.errors import Finding
 from stateful.faults import Fault
-from stateful.overlaps import interleaving_signature, locked_overlap, overlap_labels
+from stateful.overlaps import locked_overlap, overlap_labels
 from stateful.scheduler import Strategy
 from stateful.session import Recording, Session
 from stateful.strategies import VirtualDelays
 from stateful.target import Observation, Op, Target
-from stateful.topology import topologies
+from stateful.topology import FLAVORS, topologies
 
-#: Flavors are referred to by index into the topology's list, so that a rule's
-#: arguments don't depend on which flavors the topology drew.
-flavor_indexes = st.integers(0, 4)
+flavor_names = st.sampled_from([flavor["name"] for flavor in FLAVORS])
+
+#: Rules that swarm testing may switch off for a whole example (``create`` never is).
+SWARM_RULES = (
+    "delete", "resize", "migrate", "confirm", "revert", "live_migrate",
+    "evacuate", "host_down", "host_up", "audit", "concurrently",
+)
+
+
+def swarm(name: str) -> Callable[[Any], Any]:
+    """Enable a rule only in examples whose swarm configuration keeps it.
+
+    Swarm testing (Groce et al., ISSTA 2012): each example runs a random
+    subset of the rules, so some examples are dense in a few operations —
+    say, creates and evacuations with overlapping audits — instead of every
+    example being a thin mix of everything.  Shrinking turns every rule back
+    on, so a shrunk failure reads as a plain sequence of steps.
+    """
+    return precondition(lambda self: name not in self.disabled)
 
 
 @dataclass(frozen=True)
@@ -96,13 +112,21 @@ class AccountingMachine(RuleBasedStateMachine):
         self.flavors: list[str] = []
         self.host_names: list[str] = []
         self._names = itertools.count(1)
+        self.locked_overlap = 0
+        self.disabled: set[str] = set()
 
     # -- set-up and tear-down ------------------------------------------------
 
-    @initialize(target=hosts, topology=topologies())
-    def build(self, topology: dict[str, Any]) -> Any:
-        self.session = Session(self.config.target(), topology, self.config.faults)
-        self.session.setUp()
+    @initialize(
+        target=hosts,
+        topology=topologies(),
+        switched_off=st.fixed_dictionaries({name: st.booleans() for name in SWARM_RULES}),
+    )
+    def build(self, topology: dict[str, Any], switched_off: dict[str, bool]) -> Any:
+        self.disabled = {name for name, off in switched_off.items() if off}
+        session = Session(self.config.target(), topology, self.config.faults)
+        session.setUp()  # on failure fixtures cleans up itself; teardown must not clean again
+        self.session = session
         self.flavors = [flavor["name"] for flavor in topology["flavors"]]
         self.host_names = [host["name"] for host in topology["hosts"]]
         self.state = self.session.target.observe()
@@ -111,6 +135,8 @@ class AccountingMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if self.session is None:
             return
+        # target() takes one observation per label per example: the example's total.
+        target(float(self.locked_overlap), label="sites reached inside another task's locked region")
         recording = self.session.recording
         self.session.cleanUp()
         if self.config.on_example is not None:
@@ -144,83 +170,107 @@ class AccountingMachine(RuleBasedStateMachine):
     def _label(self, trace: Sequence[Any]) -> None:
         for label in overlap_labels(trace):
             event(label)
-        event(f"interleaving {interleaving_signature(trace)}")
-        target(float(locked_overlap(trace)), label="sites reached inside another task's locked region")
-
-    def flavor(self, index: int) -> str:
-        return self.flavors[index % len(self.flavors)]
+        self.locked_overlap += locked_overlap(trace)
 
     def new_name(self) -> str:
         return f"vm{next(self._names)}"
 
-    # -- one operation at a time ----------------------------------------------
+    def perform(self, op: Op, data: st.DataObject) -> bool:
+        """Apply ``op`` alone or, as Hypothesis chooses, with an audit of a host it involves.
 
-    @rule(target=instances, host=hosts, flavor=flavor_indexes)
-    def create(self, host: str, flavor: int) -> Any:
+        Audits overlapping other operations are where Nova's races live, so
+        every operation rule offers one.  Returns whether ``op`` succeeded.
+        """
+        overlap = data.draw(st.sampled_from(["alone", "then audit", "audit first"]), label="overlap")
+        if overlap == "alone":
+            (succeeded,) = self.step([op])
+            return succeeded
+        audit = data.draw(self.related_audits(op), label="overlapping audit")
+        ops = [op, audit] if overlap == "then audit" else [audit, op]
+        return self.step(ops, self.config.schedule(data))[ops.index(op)]
+
+    # -- one operation (maybe with an overlapping audit) ------------------------------
+
+    @rule(target=instances, host=hosts, flavor=flavor_names, data=st.data())
+    def create(self, host: str, flavor: str, data: st.DataObject) -> Any:
         name = self.new_name()
-        (created,) = self.step([Op("create", {"instance": name, "flavor": self.flavor(flavor), "host": host})])
+        created = self.perform(Op("create", {"instance": name, "flavor": flavor, "host": host}), data)
         return name if created else multiple()
 
-    @rule(instance=consumes(instances))
-    def delete(self, instance: str) -> None:
-        self.step([Op("delete", {"instance": instance})])
+    @swarm("delete")
+    @rule(instance=consumes(instances), data=st.data())
+    def delete(self, instance: str, data: st.DataObject) -> None:
+        self.perform(Op("delete", {"instance": instance}), data)
 
-    @rule(target=migrations, instance=instances, host=hosts, flavor=flavor_indexes)
-    def resize(self, instance: str, host: str, flavor: int) -> Any:
-        op = Op("resize", {"instance": instance, "flavor": self.flavor(flavor), "host": host})
-        (resized,) = self.step([op])
-        return instance if resized else multiple()
+    @swarm("resize")
+    @rule(target=migrations, instance=instances, host=hosts, flavor=flavor_names, data=st.data())
+    def resize(self, instance: str, host: str, flavor: str, data: st.DataObject) -> Any:
+        op = Op("resize", {"instance": instance, "flavor": flavor, "host": host})
+        return instance if self.perform(op, data) else multiple()
 
-    @rule(target=migrations, instance=instances, host=hosts)
-    def migrate(self, instance: str, host: str) -> Any:
-        (migrated,) = self.step([Op("migrate", {"instance": instance, "host": host})])
-        return instance if migrated else multiple()
+    @swarm("migrate")
+    @rule(target=migrations, instance=instances, host=hosts, data=st.data())
+    def migrate(self, instance: str, host: str, data: st.DataObject) -> Any:
+        return instance if self.perform(Op("migrate", {"instance": instance, "host": host}), data) else multiple()
 
-    @rule(instance=consumes(migrations))
-    def confirm(self, instance: str) -> None:
-        self.step([Op("confirm", {"instance": instance})])
+    @swarm("confirm")
+    @rule(instance=consumes(migrations), data=st.data())
+    def confirm(self, instance: str, data: st.DataObject) -> None:
+        self.perform(Op("confirm", {"instance": instance}), data)
 
-    @rule(instance=consumes(migrations))
-    def revert(self, instance: str) -> None:
-        self.step([Op("revert", {"instance": instance})])
+    @swarm("revert")
+    @rule(instance=consumes(migrations), data=st.data())
+    def revert(self, instance: str, data: st.DataObject) -> None:
+        self.perform(Op("revert", {"instance": instance}), data)
 
-    @rule(instance=instances, host=hosts, rollback=st.booleans())
-    def live_migrate(self, instance: str, host: str, rollback: bool) -> None:
+    @swarm("live_migrate")
+    @rule(instance=instances, host=hosts, rollback=st.booleans(), data=st.data())
+    def live_migrate(self, instance: str, host: str, rollback: bool, data: st.DataObject) -> None:
         name = "live_migrate_rollback" if rollback else "live_migrate"
-        self.step([Op(name, {"instance": instance, "host": host})])
+        self.perform(Op(name, {"instance": instance, "host": host}), data)
 
-    def _stranded(self) -> list[str]:
-        """Instances on a down host: what evacuation is for."""
-        return sorted(n for n, s in self.state.servers.items() if s["host"] in self.state.down_hosts)
+    @swarm("evacuate")
+    @precondition(lambda self: bool(self.state.servers))
+    @rule(data=st.data())
+    def evacuate(self, data: st.DataObject) -> None:
+        """Evacuate a live instance, first stopping its host's compute service if it is up."""
+        instance = data.draw(st.sampled_from(sorted(self.state.servers)), label="instance")
+        source = self.state.servers[instance]["host"]
+        if source not in self.state.down_hosts and len(self.up_hosts()) > 1:
+            self.step([Op("host_down", {"host": source})])
+        destinations = [host for host in self.up_hosts() if host != source] or self.host_names
+        host = data.draw(st.sampled_from(destinations), label="destination")
+        self.perform(Op("evacuate", {"instance": instance, "host": host}), data)
 
-    @precondition(lambda self: bool(self._stranded()))
-    @rule(data=st.data(), host=hosts)
-    def evacuate(self, data: st.DataObject, host: str) -> None:
-        instance = data.draw(st.sampled_from(self._stranded()), label="stranded instance")
-        self.step([Op("evacuate", {"instance": instance, "host": host})])
-
+    @swarm("host_down")
     @precondition(lambda self: len(self.state.down_hosts) < len(self.host_names) - 1)
-    @rule(host=hosts)
-    def host_down(self, host: str) -> None:
+    @rule(instance=instances)
+    def host_down(self, instance: str) -> None:
+        """Stop the compute service of an instance's host (what makes evacuation possible)."""
+        host = self.state.servers.get(instance, {}).get("host") or self.host_names[0]
         self.step([Op("host_down", {"host": host})])
 
+    @swarm("host_up")
     @precondition(lambda self: bool(self.state.down_hosts))
-    @rule(host=hosts)
-    def host_up(self, host: str) -> None:
+    @rule(data=st.data())
+    def host_up(self, data: st.DataObject) -> None:
+        host = data.draw(st.sampled_from(self.state.down_hosts), label="down host")
         self.step([Op("host_up", {"host": host})])
 
+    @swarm("audit")
     @rule(host=hosts)
     def audit(self, host: str) -> None:
         self.step([Op("audit", {"host": host})])
 
     # -- several at once ----------------------------------------------------------
 
+    @swarm("concurrently")
     @rule(target=instances, data=st.data())
     def concurrently(self, data: st.DataObject) -> Any:
         """Two or three operations in flight at once, under Hypothesis-drawn delays.
 
-        The first is any operation; the others are, more often than not, an
-        audit of a host the first one touches — where Nova's races live.
+        Each is an operation the current state allows, or an audit of a host
+        the first one involves.
         """
         first = data.draw(self.operations(), label="first operation")
         ops = [first]
@@ -231,43 +281,49 @@ class AccountingMachine(RuleBasedStateMachine):
         return multiple(*(name for name in created if name in self.state.servers))
 
     def related_audits(self, op: Op) -> st.SearchStrategy[Op]:
-        """Audits of the hosts ``op`` involves: its instance's host and its destination."""
+        """Audits of the up hosts ``op`` involves: its instance's host and its destination."""
         server = self.state.servers.get(op.args.get("instance", ""), {})
-        involved = [h for h in (server.get("host"), op.args.get("host")) if h]
-        return st.sampled_from(involved or self.host_names).map(lambda h: Op("audit", {"host": h}))
+        involved = [h for h in (server.get("host"), op.args.get("host")) if h and h not in self.state.down_hosts]
+        return st.sampled_from(involved or self.up_hosts()).map(lambda h: Op("audit", {"host": h}))
+
+    def up_hosts(self) -> list[str]:
+        return [host for host in self.host_names if host not in self.state.down_hosts]
 
     def operations(self) -> st.SearchStrategy[Op]:
-        """Any one operation on the current state (simplest first, for shrinking)."""
-        hosts = st.sampled_from(self.host_names)
+        """One operation the current state allows (simplest first, for shrinking)."""
+        up = st.sampled_from(self.up_hosts())
         flavors = st.sampled_from(self.flavors)
-        live = sorted(self.state.servers)
-        audits = hosts.map(lambda h: Op("audit", {"host": h}))
-        create = st.builds(
-            lambda f, h: Op("create", {"instance": self.new_name(), "flavor": f, "host": h}), flavors, hosts
-        )
-        if not live:
-            return st.one_of(audits, create)
-        instances = st.sampled_from(live)
+        servers = self.state.servers
+        down = self.state.down_hosts
 
-        def on_instance(name: str, *extra: str) -> st.SearchStrategy[Op]:
-            fields = {"host": hosts, "flavor": flavors}
-            return st.builds(
-                lambda instance, **args: Op(name, {"instance": instance, **args}),
-                instances,
-                **{arg: fields[arg] for arg in extra},
+        def instances_where(vm_state: str, host_down: bool = False) -> list[str]:
+            return sorted(
+                name for name, s in servers.items() if s["vm_state"] == vm_state and (s["host"] in down) == host_down
             )
 
+        def on(name: str, candidates: list[str], **extra: st.SearchStrategy[str]) -> list[st.SearchStrategy[Op]]:
+            if not candidates:
+                return []
+            return [
+                st.builds(
+                    lambda instance, **args: Op(name, {"instance": instance, **args}),
+                    st.sampled_from(candidates),
+                    **extra,
+                )
+            ]
+
+        active, resized = instances_where("active"), instances_where("resized")
         return st.one_of(
-            audits,
-            on_instance("confirm"),
-            on_instance("revert"),
-            on_instance("evacuate", "host"),
-            on_instance("resize", "flavor", "host"),
-            on_instance("migrate", "host"),
-            on_instance("live_migrate", "host"),
-            on_instance("live_migrate_rollback", "host"),
-            on_instance("delete"),
-            create,
+            up.map(lambda h: Op("audit", {"host": h})),
+            *on("confirm", resized),
+            *on("revert", resized),
+            *on("evacuate", instances_where("active", host_down=True), host=up),
+            *on("resize", active, flavor=flavors, host=up),
+            *on("migrate", active, host=up),
+            *on("live_migrate", active, host=up),
+            *on("live_migrate_rollback", active, host=up),
+            *on("delete", active + resized),
+            st.builds(lambda f, h: Op("create", {"instance": self.new_name(), "flavor": f, "host": h}), flavors, up),
         )
 
 

@@ -22,8 +22,8 @@ class ProgressLine:
         self.width = 0
 
     @classmethod
-    def for_stream(cls, stream: TextIO) -> ProgressLine:
-        return cls(stream, stream.isatty())
+    def for_stream(cls, stream: TextIO, enabled: bool = True) -> ProgressLine:
+        return cls(stream, enabled and stream.isatty())
 
     def update(self, report: CampaignReport) -> None:
         now = time.monotonic()

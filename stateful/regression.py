@@ -110,6 +110,7 @@ def content_name(text: str) -> str:
 def write(case: RegressionCase, directory: str | Path) -> Path:
     """Write ``case`` atomically under a content-hash name; an identical file is left alone."""
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     text = dumps(case)
     path = directory / content_name(text)
     if not path.exists():

@@ -8,6 +8,7 @@ campaign's wall-clock time; then the findings with their regression files.
 from __future__ import annotations
 
 import json
+import time
 from html import escape
 from pathlib import Path
 from typing import Sequence
@@ -97,3 +98,18 @@ def write_reports(report: CampaignReport, directory: str | Path) -> tuple[Path, 
     html_path.write_text(html_report(report), encoding="utf-8")
     json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     return html_path, json_path
+
+
+class PeriodicReport:
+    """Rewrites the report files during a campaign, so a long run can be watched (and killed)."""
+
+    def __init__(self, directory: str | Path, every: float = 5.0) -> None:
+        self.directory = directory
+        self.every = every
+        self.last = 0.0
+
+    def update(self, report: CampaignReport) -> None:
+        now = time.monotonic()
+        if report.examples and now - self.last >= self.every:
+            self.last = now
+            write_reports(report, self.directory)

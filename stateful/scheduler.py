@@ -21,10 +21,11 @@ a task that never reaches a checkpoint (a harness error, not a finding).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 from stateful.errors import Deadlock, HarnessError, StuckTask
 
@@ -51,6 +52,24 @@ class TaskCancelled(BaseException):
 def current_task() -> Task | None:
     """The task running on this thread, or None outside any scheduler."""
     return getattr(_local, "task", None)
+
+
+@contextlib.contextmanager
+def adopt(task: Task | None) -> Iterator[None]:
+    """Run the code inside, on this thread, as ``task``.
+
+    For code under test that hands one logical operation from thread to
+    thread (Nova's RPC servers run a cast's chain on their own threads): the
+    thread that carries the operation on reaches checkpoints as the task.
+    Only one thread may run as a task at any moment; the scheduler relies on
+    it, and the code under test must guarantee it (the caller waits).
+    """
+    previous = getattr(_local, "task", None)
+    _local.task = task
+    try:
+        yield
+    finally:
+        _local.task = previous
 
 
 def checkpoint(site: str) -> None:
@@ -270,12 +289,21 @@ class Scheduler:
     def _account_checkpoint(self, task: Task, site: str) -> None:
         nth = task.reached[site]
         task.reached[site] = nth + 1
-        delay = self.strategy.delay(task.index, site, nth)
+        delay = self.strategy.delay(task.index, site, nth) if self._contended(task) else 0
         event = TraceEvent(self.now, task.index, task.name, "reach", site, delay)
         self.trace.append(event)
         task.wake = self.now + delay
         if self.on_checkpoint is not None:
             self.on_checkpoint(event)
+
+    def _contended(self, task: Task) -> bool:
+        """Whether a delay here can change the interleaving: another task is ready to run.
+
+        When every other task is blocked or done, a delay only shifts this
+        task's clock, never the order of events; not drawing one keeps
+        schedules short and shrinking fast.
+        """
+        return any(other.state == READY for other in self.tasks if other is not task)
 
     def _switch_to(self, task: Task) -> None:
         task._resume.release()

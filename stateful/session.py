@@ -145,7 +145,7 @@ class Session(fixtures.Fixture):
         return run.outcomes, run.trace
 
     def _check_always(self, event: TraceEvent) -> None:
-        check_always(self.target.observe(), context=f"at {event}")
+        check_always(self.target.observe_counters(), context=f"at {event}")
 
     def _check_errors(self, ops: tuple[Op, ...], outcomes: list[Outcome]) -> None:
         for op, outcome in zip(ops, outcomes):

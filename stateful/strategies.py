@@ -27,31 +27,27 @@ from stateful.scheduler import ScheduleEntry, Task, earliest_wake
 DEFAULT_MAX_DELAY = 8
 
 
-def delay_strategy(max_delay: int = DEFAULT_MAX_DELAY) -> st.SearchStrategy[int]:
-    """Delays that are zero about half the time and shrink toward zero.
-
-    Drawing an integer in ``[0, 2*max_delay]`` and subtracting ``max_delay``
-    keeps most checkpoints undelayed (a few deviations from sequential order
-    find races better than noise at every site), while shrinking the
-    underlying integer still shrinks the delay.
-    """
-    return st.integers(0, 2 * max_delay).map(lambda x: max(0, x - max_delay))
-
-
 class VirtualDelays:
-    """Each checkpoint's delay is drawn from Hypothesis data, in virtual time."""
+    """Each checkpoint's delay is drawn from Hypothesis data, in virtual time.
+
+    The drawn integer is in ``[0, 2*max_delay]`` and the delay is what it
+    exceeds ``max_delay`` by: about half the checkpoints are not delayed (a
+    few deviations from sequential order find races better than noise at
+    every site), and shrinking the integer still shrinks the delay.
+    """
 
     virtual = True
 
     def __init__(self, data: Any, max_delay: int = DEFAULT_MAX_DELAY) -> None:
         self.data = data
-        self.delays = delay_strategy(max_delay)
+        self.max_delay = max_delay
+        self.draws = st.integers(0, 2 * max_delay)
 
     def begin(self, names: Sequence[str]) -> None:
         pass
 
     def delay(self, task: int, site: str, nth: int) -> int:
-        return self.data.draw(self.delays)
+        return max(0, self.data.draw(self.draws) - self.max_delay)
 
     def pick(self, runnable: Sequence[Task]) -> Task:
         return earliest_wake(runnable)

@@ -103,6 +103,10 @@ class Target(Protocol):
     def observe(self) -> Observation:
         """The accounting the system shows now."""
 
+    def observe_counters(self) -> Observation:
+        """A cheap part of :meth:`observe` — ``usage`` and the owner maps — for the
+        checks made at every checkpoint while a step is in flight."""
+
     def expected(self) -> Observation:
         """What the accounting should be, from the database's records alone."""
 

@@ -1,0 +1,325 @@
+"""Fault switches for the embedded compute service: Nova's fixed races, brought back.
+
+The model's code is Nova's current, fixed behaviour.  Each ``lp*`` switch
+patches one or two methods with their pre-fix body (or wraps a method to
+restore the pre-fix step it lost), so the race returns exactly where it was.
+``nova-open-*`` switches go the other way: the model fixes a flaw of Nova's
+current code by default (see the method named), and the switch restores
+Nova's code.  The interleaving that exposes each one is in
+``tests/models/test_faults.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import fixtures
+from oslo_concurrency import lockutils
+
+from models import sites
+from models.errors import AllocationConflict
+from models.manager import ComputeManager
+from models.placement import resources_for
+from models.records import ACTIVE, DELETING, RESIZE_REVERTING, ComputeNode, Flavor, Instance, Migration
+from models.resource_tracker import COMPUTE_RESOURCE_SEMAPHORE, ResourceTracker, _allow_resource_removal
+from stateful.faults import Fault
+from stateful.locks import on_host
+from stateful.scheduler import checkpoint
+
+RT = "models.resource_tracker.ResourceTracker."
+MANAGER = "models.manager.ComputeManager."
+
+
+def _bug(number: int) -> str:
+    return f"https://bugs.launchpad.net/nova/+bug/{number}"
+
+
+@contextlib.contextmanager
+def _rt_lock(rt: ResourceTracker) -> Iterator[None]:
+    with on_host(rt.host), lockutils.lock(COMPUTE_RESOURCE_SEMAPHORE, fair=True):
+        yield
+
+
+def _patches(*replacements: tuple[str, Callable[[], Any]]) -> Callable[[], fixtures.Fixture]:
+    """A fixture factory; each replacement is built when the fixture is, so switches stack."""
+
+    def fixture() -> fixtures.Fixture:
+        return fixtures.CompoundFixture([fixtures.MonkeyPatch(path, make()) for path, make in replacements])
+
+    return fixture
+
+
+def _current(path: str) -> Any:
+    owner = ResourceTracker if path.startswith(RT) else ComputeManager
+    return getattr(owner, path.rsplit(".", 1)[1])
+
+
+# -- lp1896463 ----------------------------------------------------------------
+
+
+def _finish_evacuation_unlocked(self: ResourceTracker, instance: Instance, node: str, migration: Migration) -> None:
+    """Before the fix the manager finished the evacuation itself, outside the RT lock."""
+    self._finish_evacuation(instance, node, migration)
+
+
+# -- lp1879878 ------------------------------------------------------------------
+
+
+def _drop_move_claim_at_source_status_first(self: ResourceTracker, instance: Instance, migration: Migration) -> None:
+    """Ussuri: confirm saved the migration as confirmed before, and outside the lock of, the drop."""
+    migration.status = "confirmed"
+    migration.save()
+    with _rt_lock(self):
+        self._drop_move_claim(instance, migration.source_node, instance.old_flavor, prefix="old_")
+    instance.drop_migration_context()
+
+
+def _drop_move_claim_at_dest_status_first(self: ResourceTracker, instance: Instance, migration: Migration) -> None:
+    """Ussuri: revert saved 'reverted' and reverted the context, then dropped a claim with no flavor."""
+    assert migration.dest_node is not None
+    migration.status = "reverted"
+    migration.save()
+    instance.revert_migration_context()
+    instance.save(expected_task_state=[RESIZE_REVERTING])
+    with _rt_lock(self):
+        self._drop_move_claim(instance, migration.dest_node)
+
+
+def _confirm_resize_stash_first(self: ComputeManager, instance: Instance, migration: Migration) -> None:
+    """Ussuri: confirm cleared the stashed flavors first and dropped the claim with a kept copy."""
+    old_flavor = instance.old_flavor
+    self._delete_stashed_flavor_info(instance)
+    checkpoint(sites.COMPUTE_CONFIRM_MIGRATION)
+    with _rt_lock(self.rt):
+        migration.status = "confirmed"
+        migration.save()
+        self.rt._drop_move_claim(instance, migration.source_node, old_flavor, prefix="old_")
+        instance.drop_migration_context()
+    instance.vm_state = ACTIVE
+    instance.task_state = None
+    instance.save(expected_task_state=[None, DELETING])
+
+
+# -- lp1818914 -------------------------------------------------------------------
+
+
+def _drop_move_claim_tracked_migrations_only(
+    self: ResourceTracker, instance: Instance, nodename: str, flavor: Flavor | None = None, prefix: str = "new_"
+) -> None:
+    """Stein: usage went only with a tracked migration; a still-tracked instance was just forgotten."""
+    uuid = instance.uuid
+    if uuid in self.tracked_migrations:
+        migration = self.tracked_migrations.pop(uuid)
+        if not flavor:
+            flavor = self._get_flavor(instance, prefix, migration)
+        if flavor is not None:
+            self._drop_move_usage(instance, nodename, flavor, prefix)
+    elif uuid in self.tracked_instances:
+        del self.tracked_instances[uuid]
+
+
+# -- lp1834349 -------------------------------------------------------------------
+
+
+def _logs_outgoing_flavor(original: Callable[..., None]) -> Callable[..., None]:
+    def update_usage_from_migration(self: ResourceTracker, instance: Instance, migration: Migration, nodename: str) -> None:
+        incoming = migration.dest_compute == self.host and migration.dest_node == nodename
+        outbound = migration.source_compute == self.host and migration.source_node == nodename
+        if outbound and not incoming and instance.uuid not in self.tracked_instances:
+            # Stein logged the outgoing migration's flavor before checking it was still stashed.
+            flavor: Any = self._get_flavor(instance, "old_", migration)
+            flavor.name  # noqa: B018 - the AttributeError is the bug
+        original(self, instance, migration, nodename)
+
+    return update_usage_from_migration
+
+
+# -- lp1095403 -------------------------------------------------------------------
+
+
+def _counts_every_instance(self: ResourceTracker, instance: Instance) -> bool:
+    """Grizzly: the audit handed deleted instances to _update_usage_from_instance too."""
+    return True
+
+
+def _removes_untracked_instances(
+    self: ResourceTracker, instance: Instance, is_new_instance: bool, is_removed: bool
+) -> bool:
+    """Grizzly: a deleted instance was 'removed' even if it had never been added."""
+    return is_removed or _allow_resource_removal(instance)
+
+
+# -- lp1600304 -------------------------------------------------------------------
+
+
+def _never_stale(self: ResourceTracker, instance: Instance, migration: Migration) -> bool:
+    """Before the fix every in-progress migration counted, whatever the instance's context named."""
+    return False
+
+
+# -- lp1707071 -------------------------------------------------------------------
+
+
+def _pike_allocation_heal(
+    self: ResourceTracker, cn: ComputeNode, migrations: list[Migration], instance_by_uuid: dict[str, Instance]
+) -> None:
+    """Pike: each audit rewrote the allocation of every instance it counts against its own
+    provider only, knew nothing of migration consumers, and removed the allocations of
+    instances that had moved to another host."""
+    provider = cn.hypervisor_hostname
+    for uuid in self.tracked_instances:
+        try:
+            self.placement.put_allocations(uuid, {provider: resources_for(instance_by_uuid[uuid].flavor)})
+        except AllocationConflict:
+            continue  # Pike logged the refused PUT and went on
+    allocations = self.placement.get_allocations_for_provider(provider)
+    for consumer_uuid in allocations:
+        if consumer_uuid in self.tracked_instances:
+            continue
+        instance = self._consumer_instance(consumer_uuid, instance_by_uuid)
+        moved_away = instance is not None and instance.host not in (None, self.host)
+        if moved_away or self._allocation_is_stale(instance):
+            self.placement.delete_allocation(consumer_uuid)
+
+
+# -- lp1729371 -------------------------------------------------------------------
+
+
+def _unknown_or_unhosted_is_stale(self: ResourceTracker, instance: Instance | None) -> bool:
+    """Before the fix an allocation was gone with its instance when the instance was not
+    found, or had no host: exactly the state of an instance the scheduler just placed."""
+    return instance is None or instance.deleted or instance.host is None
+
+
+# -- lp1849165 -------------------------------------------------------------------
+
+
+def _reads_every_migration_context(original: Callable[..., None]) -> Callable[..., None]:
+    def populate_assigned_resources(self: ResourceTracker, instance_by_uuid: dict[str, Instance]) -> None:
+        for migration in self.tracked_migrations.values():
+            # Train read each tracked migration's context, arrived here or not.
+            context: Any = migration._instance.migration_context if migration._instance is not None else None
+            if migration.source_compute == self.host:
+                context.old_pinned_cpus  # noqa: B018 - the AttributeError is the bug
+            if migration.dest_compute == self.host:
+                context.new_pinned_cpus  # noqa: B018
+        original(self, instance_by_uuid)
+
+    return populate_assigned_resources
+
+
+# -- nova-open-delete-after-move ---------------------------------------------------
+
+
+def _ignores_arrived_instance(self: ResourceTracker, instance: Instance, nodename: str) -> None:
+    """Nova: update_usage only knows instances tracked as instances."""
+
+
+def _forgets_instance_after_drop(self: ResourceTracker, migration: Migration | None) -> bool:
+    """Nova: a dropped claim always stops tracking the instance, same node or not."""
+    return False
+
+
+def _wrapping(path: str, wrapper: Callable[[Any], Any]) -> tuple[str, Callable[[], Any]]:
+    return path, lambda: wrapper(_current(path))
+
+
+def _replacing(path: str, replacement: Any) -> tuple[str, Callable[[], Any]]:
+    return path, lambda: replacement
+
+
+_STASH_FIRST = _replacing(MANAGER + "_confirm_resize", _confirm_resize_stash_first)
+
+FAULTS: list[Fault] = [
+    Fault(
+        "lp1896463",
+        "model",
+        _bug(1896463),
+        "finish_evacuation runs outside the RT lock; an audit between its two reads frees the PCI claim",
+        _patches(_replacing(RT + "finish_evacuation", _finish_evacuation_unlocked)),
+    ),
+    Fault(
+        "lp1879878-confirm",
+        "model",
+        _bug(1879878),
+        "confirm saves the migration confirmed before, and outside the lock of, the claim drop",
+        _patches(_replacing(RT + "drop_move_claim_at_source", _drop_move_claim_at_source_status_first)),
+    ),
+    Fault(
+        "lp1879878-revert",
+        "model",
+        _bug(1879878),
+        "revert saves 'reverted' and reverts the context before, and outside the lock of, the claim drop",
+        _patches(_replacing(RT + "drop_move_claim_at_dest", _drop_move_claim_at_dest_status_first)),
+    ),
+    Fault(
+        "lp1879878-stash",
+        "model",
+        _bug(1879878),
+        "confirm clears the stashed old_flavor first, while the migration is still in progress",
+        _patches(_STASH_FIRST),
+    ),
+    Fault(
+        "lp1818914",
+        "model",
+        _bug(1818914),
+        "dropping a move claim subtracts only for a tracked migration, not a still-tracked instance",
+        _patches(_replacing(RT + "_drop_move_claim", _drop_move_claim_tracked_migrations_only)),
+    ),
+    Fault(
+        "lp1834349",
+        "model",
+        _bug(1834349),
+        "the audit dereferences an outbound migration's old_flavor that confirm cleared (with Stein's early clear)",
+        _patches(_wrapping(RT + "_update_usage_from_migration", _logs_outgoing_flavor), _STASH_FIRST),
+    ),
+    Fault(
+        "lp1095403",
+        "model",
+        _bug(1095403),
+        "the audit subtracts the usage of a deleted instance whose row still exists",
+        _patches(
+            _replacing(RT + "_counts_instance", _counts_every_instance),
+            _replacing(RT + "_is_removed_instance", _removes_untracked_instances),
+        ),
+    ),
+    Fault(
+        "lp1600304",
+        "model",
+        _bug(1600304),
+        "the audit counts a stale in-progress migration the instance's migration context doesn't name",
+        _patches(_replacing(RT + "_skip_stale_migration", _never_stale)),
+    ),
+    Fault(
+        "lp1707071",
+        "model",
+        _bug(1707071),
+        "audits rewrite instances' allocations to their own provider and delete those of moved instances",
+        _patches(_replacing(RT + "_remove_deleted_instances_allocations", _pike_allocation_heal)),
+    ),
+    Fault(
+        "lp1729371",
+        "model",
+        _bug(1729371),
+        "the audit deletes the allocation of an instance not yet in the database or not yet on a host",
+        _patches(_replacing(RT + "_allocation_is_stale", _unknown_or_unhosted_is_stale)),
+    ),
+    Fault(
+        "lp1849165",
+        "model",
+        _bug(1849165),
+        "the audit reads the migration context of an incoming live migration that has none yet",
+        _patches(_wrapping(RT + "_populate_assigned_resources", _reads_every_migration_context)),
+    ),
+    Fault(
+        "nova-open-delete-after-move",
+        "model",
+        "found by the model in nova 34.0.0: update_usage() and _drop_move_claim() of nova/compute/resource_tracker.py",
+        "deleting an instance that arrived by a move, or was resized on its host, before an audit leaves it counted",
+        _patches(
+            _replacing(RT + "_track_arrived_instance", _ignores_arrived_instance),
+            _replacing(RT + "_stays_after_drop", _forgets_instance_after_drop),
+        ),
+    ),
+]

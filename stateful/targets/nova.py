@@ -1,0 +1,535 @@
+"""Real Nova as a :class:`~stateful.target.Target`.
+
+Each example gets a fresh in-process Nova (:class:`stateful.targets.nova_env.NovaEnv`):
+one compute service per topology host, RPC casts run as calls, so an
+operation returns when Nova is done with it.  Operations go through Nova's
+REST API (admin, latest microversion) except the audit, which is the
+resource tracker's periodic ``update_available_resource`` run on one compute.
+
+``observe()`` reads Nova's own records: each compute node's
+``vcpus_used``/``memory_mb_used``/``local_gb_used`` and its PCI devices, and
+placement's allocations.  ``expected()`` is the oracle: the same keys,
+computed from the database's instances and migrations alone, following the
+accounting rules Nova's resource tracker documents (an instance counts on
+its node; an in-progress move also holds the old flavor on the source, the
+new one on the destination, both on the node of a same-host resize).
+
+Limits of the in-process setup (see the notes in ``nova_env``): allocation
+ratios and reserved amounts are global options in one process, so the first
+host's values apply to every host; pinned (``cpu_dedicated``) flavors are not
+available (the fake driver has no NUMA topology) and operations using them are
+rejected; a stopped (down) compute makes no promise about its record, so the
+oracle takes a down host's usage as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from stateful.targets import nova_env  # first: puts Nova in threading mode
+from stateful.targets.nova_env import IMAGE_UUID, NovaEnv, ROLLBACK_LIVE_MIGRATIONS, TARGET_HOSTS
+
+from nova import context as nova_context  # noqa: E402
+from nova import objects  # noqa: E402
+from nova.compute import vm_states  # noqa: E402
+from nova.compute import task_states  # noqa: E402
+from nova.tests.functional.api import client as api_client  # noqa: E402
+
+from stateful.sites import DelaySites, register_site  # noqa: E402
+from stateful.target import Observation, Op  # noqa: E402
+
+#: Delay sites at Nova's own methods (site name -> dotted path); each call
+#: reaches ``<site>:before`` and ``<site>:after``.  The resource tracker's
+#: ``compute_resources`` lock is a site too (``lock:nova-compute_resources:
+#: acquire|release``), through :class:`stateful.locks.SchedulerLocks`.
+NOVA_SITES: dict[str, str] = {
+    "nova.instance.drop_migration_context": "nova.objects.instance.Instance.drop_migration_context",
+    "nova.instance.save": "nova.objects.instance.Instance.save",
+    "nova.instance_list.get_by_host_and_node": "nova.objects.instance.InstanceList.get_by_host_and_node",
+    "nova.migration.save": "nova.objects.migration.Migration.save",
+    "nova.migration_list.get_in_progress_and_error":
+        "nova.objects.migration.MigrationList.get_in_progress_and_error",
+    "nova.placement.claim_resources": "nova.scheduler.client.report.SchedulerReportClient.claim_resources",
+    "nova.placement.move_allocations": "nova.scheduler.client.report.SchedulerReportClient.move_allocations",
+    "nova.placement.put_allocations": "nova.scheduler.client.report.SchedulerReportClient.put_allocations",
+    "nova.placement.delete_allocation_for_instance":
+        "nova.scheduler.client.report.SchedulerReportClient.delete_allocation_for_instance",
+    "nova.placement.remove_provider_tree_from_instance_allocation":
+        "nova.scheduler.client.report.SchedulerReportClient.remove_provider_tree_from_instance_allocation",
+    "nova.placement.get_allocs_for_consumer":
+        "nova.scheduler.client.report.SchedulerReportClient.get_allocs_for_consumer",
+}
+
+for _site, _path in NOVA_SITES.items():  # registered on import, so regression files naming them validate
+    for _phase in ("before", "after"):
+        register_site(f"{_site}:{_phase}", f"{_phase} {_path}", target="nova")
+
+__all__ = ["NovaTarget", "NovaRejected", "NoValidHost", "Unsupported", "NovaOperationFailed"]
+
+
+class NovaRejected(Exception):
+    """Nova refused the operation (an API 4xx, or a move it cleanly gave up)."""
+
+
+class NoValidHost(NovaRejected):
+    """The scheduler found no host: a create left the instance in ERROR (it is deleted)."""
+
+
+class Unsupported(NovaRejected):
+    """The in-process Nova can't do this (pinned flavors; a host already down/up)."""
+
+
+class NovaOperationFailed(Exception):
+    """The operation ended in a state Nova should not leave it in (not a rejection)."""
+
+
+#: Migration statuses after which a migration is over (its consumer must hold nothing).
+TERMINAL = frozenset({"confirmed", "reverted", "failed", "completed", "cancelled", "done", "error"})
+#: Statuses the resource tracker's audit ignores (MigrationList.get_in_progress_and_error).
+AUDIT_IGNORES = frozenset({"confirmed", "reverted", "failed", "completed", "cancelled", "done"})
+#: Refusals raised on the far side of what is a cast in production (so they
+#: never reach the API there; with CastAsCall they come back as a 500): the
+#: conductor refusing a live migration, and Nova's compare-and-swap on
+#: task_state / existence detecting a concurrent operation (e.g. a revert that a
+#: delete overtook).  The accounting is still checked after the step.
+CAST_REFUSALS = (
+    "NoValidHost", "ComputeHostNotFound", "ComputeServiceUnavailable", "InvalidHypervisorType",
+    "InvalidCPUInfo", "UnableToMigrateToSelf", "DestinationHypervisorTooOld", "InvalidLocalStorage",
+    "InvalidSharedStorage", "HypervisorUnavailable", "InstanceInvalidState", "MigrationPreCheckError",
+    "MigrationSchedulerRPCError",
+    "UnexpectedDeletingTaskStateError", "UnexpectedTaskStateError", "InstanceNotFound",
+)
+RESOURCES = ("vcpus", "memory_mb", "disk_gb", "pci_devices")
+PLACEMENT_CLASSES = {"vcpus": "VCPU", "memory_mb": "MEMORY_MB", "disk_gb": "DISK_GB"}
+
+
+def _flavor_usage(flavor: Any) -> dict[str, int]:
+    if flavor is None:
+        return {}
+    pci = 0
+    spec = (flavor.extra_specs or {}).get("pci_passthrough:alias")
+    if spec:
+        pci = sum(int(part.split(":")[1]) for part in spec.split(","))
+    return {
+        "vcpus": int(flavor.vcpus),
+        "memory_mb": int(flavor.memory_mb),
+        "disk_gb": int(flavor.root_gb) + int(flavor.ephemeral_gb) + int(flavor.swap) // 1024,
+        "pci_devices": pci,
+    }
+
+
+def _placement(usage: Mapping[str, int]) -> dict[str, int]:
+    return {rc: usage[key] for key, rc in PLACEMENT_CLASSES.items() if usage.get(key)}
+
+
+def _add(total: dict[str, int], usage: Mapping[str, int]) -> None:
+    for key, amount in usage.items():
+        total[key] = total.get(key, 0) + amount
+
+
+def _in_resize_state(instance: Any) -> bool:
+    if instance.vm_state == vm_states.RESIZED:
+        return True
+    return instance.vm_state in (vm_states.ACTIVE, vm_states.STOPPED) and instance.task_state in (
+        task_states.resizing_states + task_states.rebuild_states
+    )
+
+
+def _live_migrating(instance: Any) -> bool:
+    return instance.task_state == task_states.MIGRATING and instance.vm_state in (vm_states.ACTIVE, vm_states.PAUSED)
+
+
+def _is_resize(migration: Any) -> bool:
+    return migration.migration_type in ("resize", "migration")
+
+
+def _moment(migration: Any) -> Any:
+    return migration.updated_at or migration.created_at
+
+
+class NovaTarget:
+    """Real Nova 34, in process, as a fuzzing target."""
+
+    name = "nova"
+    rejections: tuple[type[BaseException], ...] = (NovaRejected,)
+
+    def __init__(self) -> None:
+        self.env: NovaEnv | None = None
+        self.hosts: list[str] = []
+        self.uuids: dict[str, str] = {}  # machine name -> instance uuid
+        self.names: dict[str, str] = {}  # instance uuid -> machine name
+        self.down: set[str] = set()
+        self.reserved: dict[str, int] = {}
+        self.sites: DelaySites | None = None
+
+    # -- life cycle -------------------------------------------------------------
+
+    def setup(self, topology: Mapping[str, Any]) -> None:
+        self.hosts = [host["name"] for host in topology["hosts"]]
+        first = topology["hosts"][0]
+        self.reserved = {
+            "vcpus": int(first.get("reserved_host_cpus", 0)),
+            "memory_mb": int(first.get("reserved_host_memory_mb", 512)),
+            "disk_gb": int(first.get("reserved_host_disk_gb", 0)),
+        }
+        self.sites = DelaySites(NOVA_SITES, target="nova")
+        self.sites.setUp()
+        try:
+            self.env = NovaEnv(topology).start()
+        except BaseException:
+            self.sites.cleanUp()
+            raise
+
+    def teardown(self) -> None:
+        env, self.env = self.env, None
+        try:
+            if env is not None:
+                env.stop()
+        finally:
+            sites, self.sites = self.sites, None
+            if sites is not None:
+                sites.cleanUp()
+
+    def describe(self, consumer: str) -> str:
+        if consumer in self.names:
+            return self.names[consumer]
+        for migration in self._migrations():
+            if migration.uuid == consumer:
+                return f"migration of {self.names.get(migration.instance_uuid, migration.instance_uuid)}"
+        return consumer
+
+    # -- operations ---------------------------------------------------------------
+
+    def operation(self, op: Op) -> Callable[[], Any]:
+        method = getattr(self, f"_op_{op.name}")
+        args = dict(op.args)
+        return lambda: method(**args)
+
+    @property
+    def _env(self) -> NovaEnv:
+        if self.env is None:
+            raise RuntimeError("NovaTarget used before setup()")
+        return self.env
+
+    def _api(self, call: Callable[[], Any]) -> Any:
+        """Run an API call; a 4xx answer is Nova refusing (NovaRejected), 5xx is not."""
+        try:
+            return call()
+        except api_client.OpenStackApiException as error:
+            status = getattr(getattr(error, "response", None), "status_code", None)
+            if status is not None and 400 <= status < 500:
+                raise NovaRejected(f"HTTP {status}: {error}") from error
+            if status == 500 and any(f"nova.exception.{name}'" in str(error) for name in CAST_REFUSALS):
+                # A refusal the conductor raises into what would be a cast in
+                # production; CastAsCall turns it into the API's 500.
+                raise NovaRejected(f"HTTP {status} (refusal raised through a cast): {error}") from error
+            raise
+
+    def _uuid(self, instance: str) -> str:
+        uuid = self.uuids.get(instance)
+        if uuid is None:
+            raise NovaRejected(f"{instance} does not exist")
+        return uuid
+
+    def _flavor(self, flavor: str) -> str:
+        flavor_id = self._env.flavors.get(flavor)
+        if flavor_id is None:
+            raise Unsupported(f"flavor {flavor!r} is not available on in-process Nova")
+        return flavor_id
+
+    def _server(self, uuid: str) -> dict[str, Any]:
+        # A 404 here: a concurrent delete overtook the operation (a refusal, not an error).
+        return self._api(lambda: self._env.api.get_server(uuid))
+
+    def _check_after(self, instance: str, uuid: str, what: str) -> dict[str, Any]:
+        """Classify how an operation left the server: ERROR is a failure unless no host fit."""
+        server = self._server(uuid)
+        if server["status"] == "ERROR":
+            fault = (server.get("fault") or {}).get("message", "")
+            if "No valid host" in fault:
+                raise NoValidHost(f"{what} {instance}: {fault}")
+            raise NovaOperationFailed(f"{what} {instance} left it in ERROR: {fault}")
+        return server
+
+    def _check_moved(self, instance: str, uuid: str, what: str, host: str) -> None:
+        server = self._check_after(instance, uuid, what)
+        if server["OS-EXT-SRV-ATTR:host"] != host or server["status"] not in ("VERIFY_RESIZE", "ACTIVE", "SHUTOFF"):
+            fault = (server.get("fault") or {}).get("message", "")
+            raise NovaRejected(
+                f"{what} {instance} to {host} did not happen: {server['status']} on "
+                f"{server['OS-EXT-SRV-ATTR:host']} ({fault or 'no fault recorded'})"
+            )
+
+    def _op_create(self, instance: str, flavor: str, host: str) -> str:
+        env = self._env
+        if instance in self.uuids:
+            raise NovaRejected(f"{instance} already exists")
+        body = env.case._build_server(
+            name=instance, image_uuid=IMAGE_UUID, flavor_id=self._flavor(flavor), networks="none", host=host
+        )
+        server = self._api(lambda: env.api.post_server({"server": body}))
+        uuid = server["id"]
+        try:
+            self._check_after(instance, uuid, "create")
+        except NoValidHost:
+            self._api(lambda: env.api.delete_server(uuid))
+            raise
+        self.uuids[instance], self.names[uuid] = uuid, instance
+        return uuid
+
+    def _op_delete(self, instance: str) -> None:
+        uuid = self._uuid(instance)
+        self._api(lambda: self._env.api.delete_server(uuid))
+        del self.uuids[instance]
+
+    def _op_resize(self, instance: str, flavor: str, host: str) -> None:
+        uuid, flavor_id = self._uuid(instance), self._flavor(flavor)
+        TARGET_HOSTS[uuid] = host
+        try:
+            self._api(lambda: self._env.api.post_server_action(uuid, {"resize": {"flavorRef": flavor_id}}))
+        finally:
+            TARGET_HOSTS.pop(uuid, None)
+        self._check_moved(instance, uuid, "resize", host)
+
+    def _op_migrate(self, instance: str, host: str) -> None:
+        uuid = self._uuid(instance)
+        self._api(lambda: self._env.api.post_server_action(uuid, {"migrate": {"host": host}}))
+        self._check_moved(instance, uuid, "migrate", host)
+
+    def _op_confirm(self, instance: str) -> None:
+        uuid = self._uuid(instance)
+        self._api(lambda: self._env.api.post_server_action(uuid, {"confirmResize": None}))
+        self._check_after(instance, uuid, "confirm")
+
+    def _op_revert(self, instance: str) -> None:
+        uuid = self._uuid(instance)
+        self._api(lambda: self._env.api.post_server_action(uuid, {"revertResize": None}))
+        self._check_after(instance, uuid, "revert")
+
+    def _op_evacuate(self, instance: str, host: str) -> None:
+        uuid = self._uuid(instance)
+        self._api(lambda: self._env.api.post_server_action(uuid, {"evacuate": {"host": host}}))
+        self._check_moved(instance, uuid, "evacuate", host)
+
+    def _live_migrate(self, instance: str, host: str) -> str:
+        uuid = self._uuid(instance)
+        body = {"os-migrateLive": {"host": host, "block_migration": "auto"}}
+        self._api(lambda: self._env.api.post_server_action(uuid, body))
+        return uuid
+
+    def _op_live_migrate(self, instance: str, host: str) -> None:
+        """A live migration, then the destination's audit.
+
+        Nova claims nothing on the destination's compute node for a live
+        migration (without NUMA or PCI) and updates only the source's record
+        when it ends: the destination's record catches up at its next
+        periodic audit, which this operation runs (in the same task), so
+        that the step ends where a deployment settles.
+        """
+        uuid = self._live_migrate(instance, host)
+        self._check_moved(instance, uuid, "live migration", host)
+        if host not in self.down:
+            self._env.audit(host)
+
+    def _op_live_migrate_rollback(self, instance: str, host: str) -> None:
+        """A live migration the hypervisor fails: Nova must roll it back onto the source."""
+        uuid = self._uuid(instance)
+        ROLLBACK_LIVE_MIGRATIONS.add(uuid)
+        try:
+            self._live_migrate(instance, host)
+        finally:
+            ROLLBACK_LIVE_MIGRATIONS.discard(uuid)
+        self._check_after(instance, uuid, "live migration rollback")
+
+    def _op_host_down(self, host: str) -> None:
+        if host in self.down:
+            raise Unsupported(f"{host} is already down")
+        self.down.add(host)
+        self._api(lambda: self._env.host_down(host))
+
+    def _op_host_up(self, host: str) -> None:
+        if host not in self.down:
+            raise Unsupported(f"{host} is not down")
+        self._api(lambda: self._env.host_up(host))
+        self.down.discard(host)
+
+    def _op_audit(self, host: str) -> None:
+        if host in self.down:
+            raise Unsupported(f"{host}'s compute service is down: it runs no audit")
+        self._env.audit(host)
+
+    # -- records ------------------------------------------------------------------
+
+    def _ctx(self) -> Any:
+        ctx = nova_context.get_admin_context(read_deleted="yes")
+        nova_context.set_target_cell(ctx, self._env.case.cell_mappings["cell1"])
+        return ctx
+
+    def _instances(self) -> list[Any]:
+        return list(
+            objects.InstanceList.get_by_filters(
+                self._ctx(), {}, expected_attrs=["flavor", "migration_context", "system_metadata"]
+            )
+        )
+
+    def _migrations(self) -> list[Any]:
+        return list(objects.MigrationList.get_by_filters(self._ctx(), {}))
+
+    def _node_usage(self, host: str) -> tuple[dict[str, int], dict[str, list[str]]]:
+        ctx = self._ctx()
+        node = objects.ComputeNode.get_by_nodename(ctx, host)
+        owners: dict[str, list[str]] = {}
+        for device in objects.PciDeviceList.get_by_compute_node(ctx, node.id):
+            if device.status in ("claimed", "allocated") and device.instance_uuid:
+                owners.setdefault(device.address, []).append(device.instance_uuid)
+        usage = {
+            "vcpus": int(node.vcpus_used),
+            "memory_mb": int(node.memory_mb_used),
+            "disk_gb": int(node.local_gb_used),
+            "pci_devices": sum(len(v) for v in owners.values()),
+        }
+        return usage, owners
+
+    def _common(self, instances: list[Any], migrations: list[Any]) -> dict[str, Any]:
+        servers = {
+            self.names[i.uuid]: {"host": i.host, "vm_state": i.vm_state, "task_state": i.task_state}
+            for i in instances
+            if not i.deleted and i.uuid in self.names
+        }
+        terminal = sorted(
+            [i.uuid for i in instances if i.deleted] + [m.uuid for m in migrations if m.status in TERMINAL]
+        )
+        return {
+            "reserved": {host: dict(self.reserved) for host in self.hosts},
+            "terminal_consumers": terminal,
+            "in_flight": sum(1 for m in migrations if m.status not in TERMINAL),
+            "servers": servers,
+            "down_hosts": sorted(self.down),
+        }
+
+    def observe_counters(self) -> Observation:
+        """The cheap part of :meth:`observe` for the checks at every checkpoint:
+        ``usage``, ``reserved``, ``pci_owners`` and ``down_hosts`` (no placement,
+        no instance or migration lists, which are three quarters of the cost)."""
+        usage, pci_owners = {}, {}
+        for host in self.hosts:
+            usage[host], pci_owners[host] = self._node_usage(host)
+        return Observation(
+            usage=usage,
+            reserved={host: dict(self.reserved) for host in self.hosts},
+            pci_owners=pci_owners,
+            down_hosts=sorted(self.down),
+        )
+
+    def observe(self) -> Observation:
+        env = self._env
+        counters = self.observe_counters()
+        usage, pci_owners = counters.usage, counters.pci_owners
+        allocations: dict[str, dict[str, dict[str, int]]] = {}
+        for host in self.hosts:
+            body = env.placement.get(f"/resource_providers/{env.provider[host]}/allocations").body
+            for consumer, held in body["allocations"].items():
+                if held["resources"]:
+                    allocations.setdefault(consumer, {})[host] = dict(held["resources"])
+        return Observation(
+            usage=usage,
+            allocations=allocations,
+            pci_owners=pci_owners,
+            **self._common(self._instances(), self._migrations()),
+        )
+
+    def expected(self) -> Observation:
+        instances, migrations = self._instances(), self._migrations()
+        usage = {host: self._expected_usage(host, instances, migrations) for host in self.hosts}
+        return Observation(
+            usage=usage,
+            allocations=self._expected_allocations(instances, migrations),
+            **self._common(instances, migrations),
+        )
+
+    # -- the oracle -----------------------------------------------------------------
+
+    def _migration_flavor(self, instance: Any, migration: Any, prefix: str) -> Any:
+        if _is_resize(migration):
+            return getattr(instance, f"{prefix}flavor", None) or (instance.flavor if prefix == "" else None)
+        return instance.flavor
+
+    def _expected_usage(self, host: str, instances: list[Any], migrations: list[Any]) -> dict[str, int]:
+        if host in self.down:
+            # A stopped compute updates nothing: its record stays as it was.
+            return self._node_usage(host)[0]
+        total = {key: 0 for key in RESOURCES}
+        _add(total, self.reserved)
+        tracked = set()
+        by_uuid = {i.uuid: i for i in instances}
+        for instance in instances:
+            if instance.deleted or instance.host != host or instance.node != host:
+                continue
+            if vm_states.allow_resource_removal(instance.vm_state, instance.task_state):
+                continue
+            tracked.add(instance.uuid)
+            _add(total, _flavor_usage(instance.flavor))
+        latest: dict[str, Any] = {}
+        for migration in migrations:
+            if migration.status in AUDIT_IGNORES:
+                continue
+            if not (
+                (migration.source_compute == host and migration.source_node == host)
+                or (migration.dest_compute == host and migration.dest_node == host)
+            ):
+                continue
+            instance = by_uuid.get(migration.instance_uuid)
+            if instance is None or not (_in_resize_state(instance) or _live_migrating(instance)):
+                continue
+            other = latest.get(instance.uuid)
+            if other is None or _moment(migration) > _moment(other):
+                latest[instance.uuid] = migration
+        for uuid, migration in latest.items():
+            instance = by_uuid[uuid]
+            context = instance.migration_context
+            if context is not None and context.migration_id != migration.id:
+                continue
+            incoming = migration.dest_compute == host and migration.dest_node == host
+            outbound = migration.source_compute == host and migration.source_node == host
+            flavor = None
+            if incoming and outbound:
+                on_old = instance.instance_type_id == migration.old_instance_type_id
+                flavor = self._migration_flavor(instance, migration, "new_" if on_old else "old_")
+            elif incoming and uuid not in tracked:
+                flavor = self._migration_flavor(instance, migration, "new_")
+            elif outbound and uuid not in tracked:
+                flavor = self._migration_flavor(instance, migration, "old_")
+            _add(total, _flavor_usage(flavor))
+        return total
+
+    def _expected_allocations(self, instances: list[Any], migrations: list[Any]) -> dict[str, dict[str, dict[str, int]]]:
+        by_instance: dict[str, list[Any]] = {}
+        for migration in migrations:
+            by_instance.setdefault(migration.instance_uuid, []).append(migration)
+        allocations: dict[str, dict[str, dict[str, int]]] = {}
+
+        def hold(consumer: str, host: str | None, flavor: Any) -> None:
+            resources = _placement(_flavor_usage(flavor))
+            if host and resources:
+                allocations.setdefault(consumer, {})[host] = resources
+
+        for instance in instances:
+            if instance.deleted or not instance.node or instance.vm_state == vm_states.SHELVED_OFFLOADED:
+                continue
+            moves = sorted(by_instance.get(instance.uuid, []), key=_moment)
+            active = [m for m in moves if m.status not in TERMINAL]
+            move = active[-1] if active else None
+            if move is not None and (_is_resize(move) or move.migration_type == "live-migration"):
+                # The move's allocations: the instance on the destination, the migration on the source.
+                hold(instance.uuid, move.dest_node, self._migration_flavor(instance, move, "new_"))
+                hold(move.uuid, move.source_node, self._migration_flavor(instance, move, "old_"))
+            else:
+                hold(instance.uuid, instance.node, instance.flavor)
+            for evacuation in moves:
+                # Evacuated away from a host that has not restarted (and cleaned up) yet.
+                if evacuation.migration_type == "evacuation" and evacuation.status in (
+                    "accepted", "pre-migrating", "done"
+                ):
+                    hold(instance.uuid, evacuation.source_node, instance.flavor)
+                    hold(instance.uuid, evacuation.dest_node, instance.flavor)
+        return allocations

@@ -1,0 +1,41 @@
+"""The state machine on the embedded service: clean without faults, finds each fault."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from stateful.errors import Finding
+from stateful.faults import builtin_faults
+from stateful.machine import MachineConfig, make_machine
+from stateful.profiles import profile
+from stateful.targets import target_factory
+
+MODEL_FAULTS = builtin_faults("model")
+
+# The suite's own tests replay every example and compare traces.
+TestAccountingMachine = make_machine(MachineConfig(target_factory("model"), self_check=True)).TestCase
+
+
+def run_until_finding(config: MachineConfig, max_examples: int) -> Finding:
+    """Run the machine on a fixed budget and return the (shrunk) finding it ends in."""
+    budget = settings(profile("ci"), max_examples=max_examples, report_multiple_bugs=False)
+    with pytest.raises(Finding) as caught:
+        run_state_machine_as_test(make_machine(config), settings=budget)
+    return caught.value
+
+
+@pytest.mark.parametrize("fault", MODEL_FAULTS, ids=[fault.name for fault in MODEL_FAULTS])
+def test_machine_finds_fault(fault):
+    finding = run_until_finding(MachineConfig(target_factory("model"), (fault,)), max_examples=400)
+    assert finding.invariant in fault.breaks, f"{fault.name} reported as {finding.invariant}: {finding.message}"
+    assert finding.stateful_recording.steps, "the finding carries its replayable recording"
+
+
+def test_lp1896463_shrinks_to_nova_sized_reproduction():
+    fault = next(f for f in MODEL_FAULTS if f.name == "lp1896463")
+    finding = run_until_finding(MachineConfig(target_factory("model"), (fault,)), max_examples=400)
+    recording = finding.stateful_recording
+    assert len(recording.steps) <= 4, [s.ops for s in recording.steps]
+    assert recording.nonzero_delays <= 2

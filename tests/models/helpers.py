@@ -1,0 +1,85 @@
+"""Shared helpers for the embedded compute service's tests."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from models import oracle
+from models.service import Cloud
+from models.topology import small_topology
+from stateful.invariants import AFTER_STEP, violations
+from stateful.locks import SchedulerLocks
+from stateful.scheduler import RunResult, Scheduler
+from stateful.strategies import FixedDelays
+from stateful.target import Observation
+
+#: small_topology's reserved amounts on every host
+RESERVED = {"vcpus": 1, "memory_mb": 512, "disk_gb": 1}
+
+
+def cloud() -> Cloud:
+    return Cloud(small_topology())
+
+
+def used(c: Cloud, host: str) -> tuple[int, int, int]:
+    """(vcpus, memory_mb, disk_gb) the host's RT counts now."""
+    amounts = oracle.observe(c)["usage"][host]
+    return amounts["vcpus"], amounts["memory_mb"], amounts["disk_gb"]
+
+
+def reserved_plus(*flavors: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The usage small_topology's reserved amounts plus these (vcpus, mem, disk) imply."""
+    return (
+        RESERVED["vcpus"] + sum(f[0] for f in flavors),
+        RESERVED["memory_mb"] + sum(f[1] for f in flavors),
+        RESERVED["disk_gb"] + sum(f[2] for f in flavors),
+    )
+
+
+SMALL = (1, 512, 1)
+MEDIUM = (2, 1024, 2)
+LARGE = (4, 2048, 4)
+PINNED = (2, 1024, 2)
+PINNED_LARGE = (4, 2048, 4)
+
+
+def problems(c: Cloud) -> list[tuple[str, str]]:
+    """Every invariant the stateful suite checks after a step, broken now."""
+    actual = Observation(**oracle.observe(c))
+    expected = Observation(**oracle.expected(c))
+    return list(violations(AFTER_STEP, actual, expected))
+
+
+def assert_consistent(c: Cloud) -> None:
+    found = problems(c)
+    assert not found, "\n".join(f"{name}: {message}" for name, message in found)
+
+
+def audit_all(c: Cloud) -> None:
+    for host, down in c.down.items():
+        if not down:
+            c.update_available_resource(host)
+
+
+def run_concurrently(
+    ops: list[tuple[str, Callable[[], Any]]], delays: Mapping[tuple[int, str, int], int]
+) -> RunResult:
+    """Run ``ops`` as scheduler tasks under scheduler-aware per-host locks, with fixed delays."""
+    with SchedulerLocks():
+        return Scheduler(FixedDelays(dict(delays))).run(ops)
+
+
+def snapshot(c: Cloud) -> dict[str, Any]:
+    """Everything an operation could change: records, placement, each RT's memory."""
+    return {
+        "instances": {u: dict(vars(row)) for u, row in c.db.instances.items()},
+        "migrations": {i: {k: v for k, v in vars(row).items() if k != "_db"} for i, row in c.db.migrations.items()},
+        "nodes": {n: vars(cn.copy()) for n, cn in c.db.compute_nodes.items()},
+        "pci": {n: dict(states) for n, states in c.db.pci_devices.items()},
+        "observed": oracle.observe(c),
+        "trackers": {
+            host: (dict(m.rt.tracked_instances), sorted(m.rt.tracked_migrations), dict(m.rt.assigned_resources))
+            for host, m in c.computes.items()
+        },
+        "down": dict(c.down),
+    }
