@@ -21,7 +21,7 @@ from models import sites
 from models.errors import AllocationConflict
 from models.manager import ComputeManager
 from models.placement import resources_for
-from models.records import ACTIVE, DELETING, RESIZE_REVERTING, ComputeNode, Flavor, Instance, Migration
+from models.records import ACTIVE, DELETING, REBUILDING, RESIZE_REVERTING, ComputeNode, Flavor, Instance, Migration
 from models.resource_tracker import COMPUTE_RESOURCE_SEMAPHORE, ResourceTracker, _allow_resource_removal
 from stateful.faults import Fault
 from stateful.locks import on_host
@@ -58,9 +58,20 @@ def _current(path: str) -> Any:
 # -- lp1896463 ----------------------------------------------------------------
 
 
-def _finish_evacuation_unlocked(self: ResourceTracker, instance: Instance, node: str, migration: Migration) -> None:
+def _finish_evacuation_unlocked(
+    self: ResourceTracker, instance: Instance, node: str, migration: Migration, activate: bool = False
+) -> None:
     """Before the fix the manager finished the evacuation itself, outside the RT lock."""
-    self._finish_evacuation(instance, node, migration)
+    self._finish_evacuation(instance, node, migration, activate)
+
+
+def _finish_rebuild_active_first(self: ComputeManager, instance: Instance, migration: Migration) -> None:
+    """Nova 34 (and every release before): the spawned instance is saved active, outside the RT lock,
+    before the evacuation is finished."""
+    instance.vm_state = ACTIVE
+    instance.task_state = None
+    instance.save(expected_task_state=[REBUILDING])
+    self.rt.finish_evacuation(instance, self.nodename, migration)
 
 
 # -- lp1879878 ------------------------------------------------------------------
@@ -221,6 +232,29 @@ def _forgets_instance_after_drop(self: ResourceTracker, migration: Migration | N
     return False
 
 
+# -- the other nova-open switches ------------------------------------------------------
+
+
+def _stays_on_destination(self: ResourceTracker, instance: Instance, migration: Migration) -> None:
+    """Nova: the instance stays on the destination until finish_revert_resize."""
+
+
+def _counts_the_flavor_it_has(self: ResourceTracker, instance: Instance, migration: Migration) -> Flavor:
+    """Nova: an arrived instance counts the flavor finish_resize has not switched yet."""
+    return instance.flavor
+
+
+def _frees_nothing_untracked(self: ResourceTracker, instance: Instance) -> None:
+    """Nova: update_usage frees only what a tracked instance holds."""
+
+
+def _finish_live_migration_unlocked(
+    self: ResourceTracker, instance: Instance, node: str, pci_devices: tuple[str, ...]
+) -> None:
+    """Nova: post_live_migration_at_destination moves the instance without the RT lock."""
+    self._finish_live_migration(instance, node, pci_devices)
+
+
 def _wrapping(path: str, wrapper: Callable[[Any], Any]) -> tuple[str, Callable[[], Any]]:
     return path, lambda: wrapper(_current(path))
 
@@ -230,6 +264,9 @@ def _replacing(path: str, replacement: Any) -> tuple[str, Callable[[], Any]]:
 
 
 _STASH_FIRST = _replacing(MANAGER + "_confirm_resize", _confirm_resize_stash_first)
+_ACTIVE_FIRST = _replacing(MANAGER + "_finish_rebuild", _finish_rebuild_active_first)
+_LIVE_MIGRATION_UNLOCKED = _replacing(RT + "finish_live_migration", _finish_live_migration_unlocked)
+_NOVA_34 = "found by this suite in nova 34.0.0: "
 
 FAULTS: list[Fault] = [
     Fault(
@@ -237,7 +274,8 @@ FAULTS: list[Fault] = [
         "model",
         _bug(1896463),
         "finish_evacuation runs outside the RT lock; an audit between its two reads frees the PCI claim",
-        _patches(_replacing(RT + "finish_evacuation", _finish_evacuation_unlocked)),
+        _patches(_replacing(RT + "finish_evacuation", _finish_evacuation_unlocked), _ACTIVE_FIRST),
+        breaks=("usage-matches-oracle",),
     ),
     Fault(
         "lp1879878-confirm",
@@ -245,6 +283,7 @@ FAULTS: list[Fault] = [
         _bug(1879878),
         "confirm saves the migration confirmed before, and outside the lock of, the claim drop",
         _patches(_replacing(RT + "drop_move_claim_at_source", _drop_move_claim_at_source_status_first)),
+        breaks=("no-negative-usage", "usage-not-below-reserved"),
     ),
     Fault(
         "lp1879878-revert",
@@ -252,6 +291,7 @@ FAULTS: list[Fault] = [
         _bug(1879878),
         "revert saves 'reverted' and reverts the context before, and outside the lock of, the claim drop",
         _patches(_replacing(RT + "drop_move_claim_at_dest", _drop_move_claim_at_dest_status_first)),
+        breaks=("usage-matches-oracle", "no-unexpected-error", "no-double-ownership"),
     ),
     Fault(
         "lp1879878-stash",
@@ -259,6 +299,7 @@ FAULTS: list[Fault] = [
         _bug(1879878),
         "confirm clears the stashed old_flavor first, while the migration is still in progress",
         _patches(_STASH_FIRST),
+        breaks=("no-unexpected-error", "no-negative-usage", "usage-not-below-reserved"),
     ),
     Fault(
         "lp1818914",
@@ -266,6 +307,7 @@ FAULTS: list[Fault] = [
         _bug(1818914),
         "dropping a move claim subtracts only for a tracked migration, not a still-tracked instance",
         _patches(_replacing(RT + "_drop_move_claim", _drop_move_claim_tracked_migrations_only)),
+        breaks=("usage-matches-oracle",),
     ),
     Fault(
         "lp1834349",
@@ -273,6 +315,7 @@ FAULTS: list[Fault] = [
         _bug(1834349),
         "the audit dereferences an outbound migration's old_flavor that confirm cleared (with Stein's early clear)",
         _patches(_wrapping(RT + "_update_usage_from_migration", _logs_outgoing_flavor), _STASH_FIRST),
+        breaks=("no-unexpected-error", "no-negative-usage", "usage-not-below-reserved"),
     ),
     Fault(
         "lp1095403",
@@ -283,6 +326,7 @@ FAULTS: list[Fault] = [
             _replacing(RT + "_counts_instance", _counts_every_instance),
             _replacing(RT + "_is_removed_instance", _removes_untracked_instances),
         ),
+        breaks=("no-negative-usage", "usage-not-below-reserved"),
     ),
     Fault(
         "lp1600304",
@@ -290,6 +334,7 @@ FAULTS: list[Fault] = [
         _bug(1600304),
         "the audit counts a stale in-progress migration the instance's migration context doesn't name",
         _patches(_replacing(RT + "_skip_stale_migration", _never_stale)),
+        breaks=("usage-matches-oracle",),
     ),
     Fault(
         "lp1707071",
@@ -297,6 +342,7 @@ FAULTS: list[Fault] = [
         _bug(1707071),
         "audits rewrite instances' allocations to their own provider and delete those of moved instances",
         _patches(_replacing(RT + "_remove_deleted_instances_allocations", _pike_allocation_heal)),
+        breaks=("placement-matches-oracle",),
     ),
     Fault(
         "lp1729371",
@@ -304,13 +350,17 @@ FAULTS: list[Fault] = [
         _bug(1729371),
         "the audit deletes the allocation of an instance not yet in the database or not yet on a host",
         _patches(_replacing(RT + "_allocation_is_stale", _unknown_or_unhosted_is_stale)),
+        breaks=("placement-matches-oracle",),
     ),
     Fault(
         "lp1849165",
         "model",
         _bug(1849165),
         "the audit reads the migration context of an incoming live migration that has none yet",
-        _patches(_wrapping(RT + "_populate_assigned_resources", _reads_every_migration_context)),
+        # Nova moves a live-migrated instance outside the RT lock (as it did in
+        # Train), and that window is where a tracked migration lacks its context.
+        _patches(_wrapping(RT + "_populate_assigned_resources", _reads_every_migration_context), _LIVE_MIGRATION_UNLOCKED),
+        breaks=("no-unexpected-error", "usage-matches-oracle"),
     ),
     Fault(
         "nova-open-delete-after-move",
@@ -321,5 +371,51 @@ FAULTS: list[Fault] = [
             _replacing(RT + "_track_arrived_instance", _ignores_arrived_instance),
             _replacing(RT + "_stays_after_drop", _forgets_instance_after_drop),
         ),
+        breaks=("usage-matches-oracle",),
+    ),
+    Fault(
+        "nova-open-evacuation-active-early",
+        "model",
+        "found by this suite in nova 34.0.0: ComputeManager._do_rebuild_instance saves the instance active "
+        "before rebuild_instance calls ResourceTracker.finish_evacuation (nova/compute/manager.py)",
+        "an audit between the rebuilt instance's active save and finish_evacuation counts it on no host",
+        _patches(_ACTIVE_FIRST),
+        breaks=("usage-matches-oracle",),
+    ),
+    Fault(
+        "nova-open-revert-window",
+        "model",
+        _NOVA_34 + "drop_move_claim_at_dest marks the migration reverted while the instance stays on the "
+        "destination until finish_revert_resize (nova/compute/resource_tracker.py, manager.py)",
+        "audits between the revert's claim drop and finish_revert_resize swap usage between the hosts",
+        _patches(_replacing(RT + "_hand_back_to_source", _stays_on_destination)),
+        breaks=("usage-matches-oracle", "no-unexpected-error", "no-double-ownership"),
+    ),
+    Fault(
+        "nova-open-resize-finish-window",
+        "model",
+        _NOVA_34 + "the audit applies an incoming resize's migration context but not its flavor, which "
+        "finish_resize switches without telling the RT (nova/compute/resource_tracker.py, manager.py)",
+        "an audit before finish_resize counts the old flavor, or, on the same node, pins the new CPUs twice",
+        _patches(_replacing(RT + "_arrived_flavor", _counts_the_flavor_it_has)),
+        breaks=("usage-matches-oracle", "no-unexpected-error"),
+    ),
+    Fault(
+        "nova-open-delete-pci-leak",
+        "model",
+        _NOVA_34 + "update_usage frees nothing for an instance an audit already stopped tracking, and "
+        "clean_usage spares it (nova/compute/resource_tracker.py, nova/pci/manager.py)",
+        "an audit between a delete's 'deleted' save and its update_usage leaves the PCI devices allocated",
+        _patches(_replacing(RT + "_free_untracked_devices", _frees_nothing_untracked)),
+        breaks=("terminal-holds-nothing", "usage-matches-oracle"),
+    ),
+    Fault(
+        "nova-open-live-migration-unlocked",
+        "model",
+        _NOVA_34 + "post_live_migration_at_destination moves the instance outside the RT lock "
+        "(nova/compute/manager.py), the race bug 1896463 fixed for evacuation",
+        "a destination audit between its two reads counts a live-migrated instance nowhere and frees its PCI",
+        _patches(_LIVE_MIGRATION_UNLOCKED),
+        breaks=("usage-matches-oracle", "no-unexpected-error"),
     ),
 ]

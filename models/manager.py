@@ -310,10 +310,19 @@ class ComputeManager:
             instance.save(expected_task_state=[REBUILDING])
             raise
         checkpoint(sites.COMPUTE_REBUILD)
-        instance.vm_state = ACTIVE
-        instance.task_state = None
-        instance.save(expected_task_state=[REBUILDING])
-        self.rt.finish_evacuation(instance, self.nodename, migration)
+        self._finish_rebuild(instance, migration)
+
+    def _finish_rebuild(self, instance: Instance, migration: Migration) -> None:
+        """The rebuilt instance turns active in the same locked save that moves it here.
+
+        Nova 34 saves it active, with no task state, first and outside the RT
+        lock (``_do_rebuild_instance``), then calls ``finish_evacuation``: an
+        audit in between skips the evacuation's migration (the instance is no
+        longer rebuilding) while the instance is not yet on this host, and
+        counts it nowhere.  The switch ``nova-open-evacuation-active-early``
+        restores Nova's order.
+        """
+        self.rt.finish_evacuation(instance, self.nodename, migration, activate=True)
 
     # -- live migration -------------------------------------------------------------------
 
@@ -359,17 +368,10 @@ class ComputeManager:
 
     @endpoint
     def post_live_migration_at_destination(self, instance: Instance) -> None:
-        """Allocate the claimed PCI devices (locked), then move the instance here (not locked)."""
+        """Allocate the claimed PCI devices, then move the instance here (both under the RT lock)."""
         devices = self.rt.allocate_pci_devices_for_instance(instance)
         checkpoint(sites.COMPUTE_POST_LIVE_MIGRATION_AT_DESTINATION)
-        instance.apply_migration_context()
-        instance.drop_migration_context()
-        # Nova derives Instance.pci_devices from the device rows; the model keeps them here.
-        instance.pci_devices = devices
-        instance.host = self.host
-        instance.node = self.nodename
-        instance.task_state = None
-        instance.save(expected_task_state=[MIGRATING])
+        self.rt.finish_live_migration(instance, self.nodename, devices)
 
     def _rollback_live_migration(self, instance: Instance, dest: ComputeManager, migration: Migration) -> None:
         self._revert_allocation(instance, migration)

@@ -200,7 +200,18 @@ class ResourceTracker:
         migration.save()
         self._drop_move_claim(instance, migration.dest_node, instance.new_flavor, prefix="new_")
         instance.revert_migration_context()
+        self._hand_back_to_source(instance, migration)
         instance.save(expected_task_state=[RESIZE_REVERTING])
+
+    def _hand_back_to_source(self, instance: Instance, migration: Migration) -> None:
+        """Model fix (Nova open, ``nova-open-revert-window``): the destination stops counting
+        the instance here, so the same save gives it back to the source (flavor, host,
+        node).  Nova leaves it on the destination until finish_revert_resize: an audit in
+        between forgets it on the source and counts it, reverted pinning and all, here."""
+        assert instance.old_flavor is not None
+        instance.flavor = instance.old_flavor
+        instance.host = migration.source_compute
+        instance.node = migration.source_node
 
     @synchronized
     def drop_move_claim(self, instance: Instance, nodename: str, flavor: Flavor | None = None) -> None:
@@ -248,6 +259,16 @@ class ResourceTracker:
         if instance.uuid in self.tracked_instances:
             self._update_usage_from_instance(instance, nodename)
             self._update(self.compute_nodes[nodename])
+        else:
+            self._free_untracked_devices(instance)
+
+    def _free_untracked_devices(self, instance: Instance) -> None:
+        """Model fix (Nova open, ``nova-open-delete-pci-leak``): an audit that read the instance
+        already deleted stopped tracking it but kept its PCI devices (clean_usage spares
+        every instance it read); Nova frees nothing here, and they stay allocated."""
+        if _allow_resource_removal(instance):
+            self.pci_tracker.free_instance(instance.uuid)
+            self.pci_tracker.save()
 
     def _track_arrived_instance(self, instance: Instance, nodename: str) -> None:
         """Model fix (Nova open, ``nova-open-delete-after-move``): an instance that arrived
@@ -258,20 +279,41 @@ class ResourceTracker:
             self.tracked_instances[instance.uuid] = None
 
     @synchronized
-    def finish_evacuation(self, instance: Instance, node: str, migration: Migration) -> None:
-        self._finish_evacuation(instance, node, migration)
+    def finish_evacuation(self, instance: Instance, node: str, migration: Migration, activate: bool = False) -> None:
+        self._finish_evacuation(instance, node, migration, activate)
 
-    def _finish_evacuation(self, instance: Instance, node: str, migration: Migration) -> None:
+    def _finish_evacuation(self, instance: Instance, node: str, migration: Migration, activate: bool = False) -> None:
         instance.apply_migration_context()
         # Saving host/node first keeps the next audit consistent: it counts the
         # instance from its record, no longer from the migration's.
         instance.host = self.host
         instance.node = node
+        if activate:
+            instance.vm_state = ACTIVE
+            instance.task_state = None
         instance.save()
         instance.drop_migration_context()
         # Marked done only once the instance belongs to this host.
         migration.status = "done"
         migration.save()
+
+    @synchronized
+    def finish_live_migration(self, instance: Instance, node: str, pci_devices: tuple[str, ...]) -> None:
+        """Model fix (Nova open, ``nova-open-live-migration-unlocked``): the destination moves the
+        instance under the RT lock, as finish_evacuation does since bug 1896463.  Nova's
+        post_live_migration_at_destination does it unlocked: an audit reading instances
+        before and migrations after counts the instance nowhere and frees its PCI devices."""
+        self._finish_live_migration(instance, node, pci_devices)
+
+    def _finish_live_migration(self, instance: Instance, node: str, pci_devices: tuple[str, ...]) -> None:
+        instance.apply_migration_context()
+        instance.drop_migration_context()
+        # Nova derives Instance.pci_devices from the device rows; the model keeps them here.
+        instance.pci_devices = pci_devices
+        instance.host = self.host
+        instance.node = node
+        instance.task_state = None
+        instance.save(expected_task_state=[MIGRATING])
 
     def delete_allocation_for_evacuated_instance(self, instance: Instance, nodename: str) -> None:
         self.placement.remove_provider_from_allocation(instance.uuid, nodename)
@@ -313,8 +355,7 @@ class ResourceTracker:
         # 1. and 2.: the two reads, each a snapshot of its own moment.
         instances = self.db.instance_get_all_by_host_and_node(self.host, nodename)
         migrations = self.db.migration_get_in_progress_and_error(self.host, nodename)
-        # 3. Incoming, unfinished migrations count with their new resources
-        #    (bug 1953359); applied in memory only, never saved.
+        # 3.
         instance_by_uuid = {instance.uuid: instance for instance in instances}
         for migration in migrations:
             if (
@@ -322,7 +363,7 @@ class ResourceTracker:
                 and migration.dest_compute == self.host
                 and migration.dest_node == nodename
             ):
-                instance_by_uuid[migration.instance_uuid].apply_migration_context()
+                self._apply_incoming_migration(instance_by_uuid[migration.instance_uuid], migration)
         # 4. and 5.
         instance_by_uuid = self._update_usage_from_instances(instances, nodename)
         self._pair_instances_to_migrations(migrations, instance_by_uuid)
@@ -333,6 +374,22 @@ class ResourceTracker:
         self._populate_assigned_resources(instance_by_uuid)
         # 8.
         self._update(cn)
+
+    def _apply_incoming_migration(self, instance: Instance, migration: Migration) -> None:
+        """An instance here with an incoming, unfinished migration counts with its new
+        resources (bug 1953359); applied in memory only, never saved."""
+        instance.apply_migration_context()
+        instance.flavor = self._arrived_flavor(instance, migration)
+
+    def _arrived_flavor(self, instance: Instance, migration: Migration) -> Flavor:
+        """Model fix (Nova open, ``nova-open-resize-finish-window``): count the new flavor with
+        the new resources, as finish_resize will.  Nova keeps the old flavor: after
+        resize_instance moved the instance here it counts the old flavor until the next
+        audit (finish_resize tells the RT nothing), and during a same-node resize the
+        same-node branch then counts the new side again, pinning its CPUs twice."""
+        if migration.is_resize and instance.new_flavor is not None and instance.flavor.name == migration.old_flavor.name:
+            return instance.new_flavor
+        return instance.flavor
 
     def _update_usage_from_instances(self, instances: list[Instance], nodename: str) -> dict[str, Instance]:
         self.tracked_instances.clear()

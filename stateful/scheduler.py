@@ -21,11 +21,10 @@ a task that never reaches a checkpoint (a harness error, not a finding).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from stateful.errors import Deadlock, HarnessError, StuckTask
 
@@ -54,22 +53,17 @@ def current_task() -> Task | None:
     return getattr(_local, "task", None)
 
 
-@contextlib.contextmanager
-def adopt(task: Task | None) -> Iterator[None]:
-    """Run the code inside, on this thread, as ``task``.
+def hand_over(task: Task | None) -> None:
+    """From now on, this thread runs as ``task`` (None: as no task).
 
-    For code under test that hands one logical operation from thread to
+    For code under test that carries one logical operation from thread to
     thread (Nova's RPC servers run a cast's chain on their own threads): the
-    thread that carries the operation on reaches checkpoints as the task.
-    Only one thread may run as a task at any moment; the scheduler relies on
-    it, and the code under test must guarantee it (the caller waits).
+    thread that carries the operation on reaches checkpoints as the task, and
+    hands it back (``hand_over(None)``) before the thread it came from
+    resumes.  Only one thread may run as a task at any moment; the scheduler
+    relies on it, and the code under test must guarantee it.
     """
-    previous = getattr(_local, "task", None)
     _local.task = task
-    try:
-        yield
-    finally:
-        _local.task = previous
 
 
 def checkpoint(site: str) -> None:

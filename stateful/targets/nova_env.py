@@ -212,17 +212,16 @@ class RPCTaskPropagation(fixtures.Fixture):
             host = target.server if target.topic and target.topic.startswith("compute") else None
             if task is None and host is None:
                 return original_process(rpc, incoming)
-            local = stateful_scheduler._local
             replied = []
             original_reply = message.reply
 
             def reply(reply=None, failure=None):  # type: ignore[no-untyped-def]
                 replied.append(True)
-                local.task = None  # the caller resumes now: one thread per task at a time
+                stateful_scheduler.hand_over(None)  # the caller resumes now: one thread per task at a time
                 return original_reply(reply=reply, failure=failure)
 
             message.reply = reply
-            local.task = task
+            stateful_scheduler.hand_over(task)
             try:
                 with on_host(host) if host else contextlib.nullcontext():
                     return original_process(rpc, incoming)
@@ -232,7 +231,7 @@ class RPCTaskPropagation(fixtures.Fixture):
                     original_reply(failure=sys.exc_info())
                 raise
             finally:
-                local.task = None
+                stateful_scheduler.hand_over(None)
 
         self.useFixture(fixtures.MonkeyPatch(
             "oslo_messaging._drivers.impl_fake.FakeExchange.deliver_message", deliver_message))
