@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import fixtures
 from hypothesis import Verbosity, seed, settings
 from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 from hypothesis.errors import HypothesisException
@@ -67,6 +68,8 @@ class CampaignOptions:
     regressions: str = "tests/regressions"
     profile: str = "dev"
     schedule: str = "virtual"
+    #: Wall-clock bound on shrinking one finding (Hypothesis's own default is 300).
+    shrink_seconds: float = 300.0
 
 
 @dataclass
@@ -238,6 +241,16 @@ class Worker:
             MachineConfig(target_factory(options.target), faults, SCHEDULES[options.schedule], on_example=self.on_example)
         )
         database = open_database(options.db)
+        # Hypothesis has no setting for this bound, only an engine constant.
+        shrink_bound = fixtures.MonkeyPatch(
+            "hypothesis.internal.conjecture.engine.MAX_SHRINKING_SECONDS", options.shrink_seconds
+        )
+        with shrink_bound:
+            self._run_chunks(machine, database)
+        self.sample()
+
+    def _run_chunks(self, machine: Any, database: ExampleDatabase | None) -> None:
+        options = self.options
         base_seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(4), "big")
         chunk_number = 0
         while not self.out_of_budget():
@@ -263,7 +276,6 @@ class Worker:
             except (Exception, HypothesisException) as error:  # noqa: BLE001 - the fuzzer broke
                 self.emit("harness_error", f"worker {self.index}: {type(error).__name__}: {error}")
                 break
-        self.sample()
 
     def report_finding(self, finding: Finding) -> None:
         recording: Recording | None = getattr(finding, "stateful_recording", None)

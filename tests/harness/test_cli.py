@@ -45,7 +45,7 @@ def one_line_error(capsys) -> str:
         (["fuzz", "--profile", "weekly"], "--profile weekly: unknown profile"),
         (["fuzz", "--faults-from", "no/such/file.py"], "--faults-from no/such/file.py: no such file"),
         (["fuzz", "--max-examples", "many"], "argument --max-examples: invalid int value"),
-        (["replay", "no/such/dir"], "no such file"),
+        (["replay", "no/such/dir"], "no/such/dir: cannot read: No such file or directory"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
@@ -97,6 +97,7 @@ def test_fuzz_with_fault_exits_1_with_a_regression_file_that_replays(tmp_path):
     found = tmp_path / "found"
     result = run_cli(
         "fuzz", "--fault", "lp1879878-confirm", "--seed", "0", "--max-examples", "2000", "--db", "none",
+        "--shrink-seconds", "30",
         "--regressions", str(found), "--report-dir", str(tmp_path / "reports"), "--json",
     )
     assert result.returncode == 1, result.stderr
@@ -123,3 +124,23 @@ def test_sigterm_leaves_a_readable_report(tmp_path):
     assert "interrupted" in out
     report = json.loads((tmp_path / "reports" / "fuzz-report.json").read_text())
     assert report["interrupted"] is True and report["examples"] > 0
+
+
+def test_two_workers_share_a_directory_database(tmp_path):
+    result = run_cli(
+        "fuzz", "--workers", "2", "--max-examples", "10", "--seed", "4", "--db", str(tmp_path / "db"),
+        "--regressions", str(tmp_path / "found"), "--report-dir", str(tmp_path / "reports"), "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["workers"] == 2 and report["examples"] >= 10 and report["harness_errors"] == 0
+
+
+@pytest.mark.skipif(not os.environ.get("STATEFUL_TEST_REDIS"), reason="no redis-server: .ci/run starts one and sets STATEFUL_TEST_REDIS")
+def test_two_workers_share_a_redis_database(tmp_path):
+    result = run_cli(
+        "fuzz", "--workers", "2", "--max-examples", "10", "--seed", "4", "--db", os.environ["STATEFUL_TEST_REDIS"],
+        "--regressions", str(tmp_path / "found"), "--report-dir", str(tmp_path / "reports"), "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["examples"] >= 10

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import fixtures
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from stateful.errors import Finding
@@ -18,10 +19,12 @@ MODEL_FAULTS = builtin_faults("model")
 TestAccountingMachine = make_machine(MachineConfig(target_factory("model"), self_check=True)).TestCase
 
 
-def run_until_finding(config: MachineConfig, max_examples: int) -> Finding:
-    """Run the machine on a fixed budget and return the (shrunk) finding it ends in."""
-    budget = settings(profile("ci"), max_examples=max_examples, report_multiple_bugs=False)
-    with pytest.raises(Finding) as caught:
+def run_until_finding(config: MachineConfig, max_examples: int, shrink: bool = False) -> Finding:
+    """Run the machine on a fixed budget and return the finding it ends in (shrunk if asked)."""
+    phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
+    budget = settings(profile("ci"), max_examples=max_examples, report_multiple_bugs=False, phases=phases)
+    shrink_bound = fixtures.MonkeyPatch("hypothesis.internal.conjecture.engine.MAX_SHRINKING_SECONDS", 120)
+    with shrink_bound, pytest.raises(Finding) as caught:
         run_state_machine_as_test(make_machine(config), settings=budget)
     return caught.value
 
@@ -35,7 +38,7 @@ def test_machine_finds_fault(fault):
 
 def test_lp1896463_shrinks_to_nova_sized_reproduction():
     fault = next(f for f in MODEL_FAULTS if f.name == "lp1896463")
-    finding = run_until_finding(MachineConfig(target_factory("model"), (fault,)), max_examples=400)
+    finding = run_until_finding(MachineConfig(target_factory("model"), (fault,)), max_examples=400, shrink=True)
     recording = finding.stateful_recording
     assert len(recording.steps) <= 4, [s.ops for s in recording.steps]
     assert recording.nonzero_delays <= 2
