@@ -165,13 +165,13 @@ class Detection:
     shrunk_nonzero_delays: int | None
 
 
-def detect(fault: str, strategy: str, seeds: int, max_examples: int, duration: float) -> Detection:
+def detect(fault: str, strategy: str, seeds: int, max_examples: int, duration: float, shrink_seconds: float) -> Detection:
     seconds, examples, shrunk = [], [], []
     with tempfile.TemporaryDirectory() as directory:
         for seed in range(seeds):
             options = CampaignOptions(
                 faults=[fault], seed=seed, schedule=strategy, max_examples=max_examples,
-                duration=duration, db="none", regressions=directory, profile="dev",
+                duration=duration, db="none", regressions=directory, profile="dev", shrink_seconds=shrink_seconds,
             )
             report = Campaign(options).run()
             if report.harness_errors:
@@ -211,9 +211,9 @@ def run_bench(quick: bool, as_json: bool, docs_path: str | None) -> int:
         "steps_ratio_vs_plain": round(ours / plain, 3),
     }
     strategies = ["virtual", "sequential"] if quick else ["virtual", "pct", "sequential", "wallclock"]
-    seeds, budget, cap = (1, 60, 2.0) if quick else (5, 2000, 60.0)
+    seeds, budget, cap, shrink = (1, 60, 2.0, 1.0) if quick else (5, 2000, 60.0, 60.0)
     results["detection"] = [
-        asdict(detect(fault.name, strategy, seeds, budget, cap))
+        asdict(detect(fault.name, strategy, seeds, budget, cap, shrink))
         for fault in builtin_faults("model")
         for strategy in strategies
     ]
