@@ -66,7 +66,7 @@ class ComputeResourcesUnavailable(Rejected):
 
 
 class HostBusy(Rejected):
-    """A host is not brought back while an evacuation from it is still running (the model's)."""
+    """A host is not brought back while an operation acts in its place (the model's restriction)."""
 
 
 class InstanceBusy(Rejected):

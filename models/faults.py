@@ -235,13 +235,20 @@ def _forgets_instance_after_drop(self: ResourceTracker, migration: Migration | N
 # -- the other nova-open switches ------------------------------------------------------
 
 
-def _stays_on_destination(self: ResourceTracker, instance: Instance, migration: Migration) -> None:
-    """Nova: the instance stays on the destination until finish_revert_resize."""
+def _drop_move_claim_at_dest_as_nova(self: ResourceTracker, instance: Instance, migration: Migration) -> None:
+    """Nova: this host's lock only; the instance stays on the destination until finish_revert_resize."""
+    assert migration.dest_node is not None
+    with _rt_lock(self):
+        migration.status = "reverted"
+        migration.save()
+        self._drop_move_claim(instance, migration.dest_node, instance.new_flavor, prefix="new_")
+        instance.revert_migration_context()
+        instance.save(expected_task_state=[RESIZE_REVERTING])
 
 
-def _counts_the_flavor_it_has(self: ResourceTracker, instance: Instance, migration: Migration) -> Flavor:
-    """Nova: an arrived instance counts the flavor finish_resize has not switched yet."""
-    return instance.flavor
+def _applies_every_incoming_context(self: ResourceTracker, instance: Instance, migration: Migration) -> None:
+    """Nova: every incoming migration's context is applied, same node or not; the flavor is kept."""
+    instance.apply_migration_context()
 
 
 def _frees_nothing_untracked(self: ResourceTracker, instance: Instance) -> None:
@@ -253,6 +260,10 @@ def _finish_live_migration_unlocked(
 ) -> None:
     """Nova: post_live_migration_at_destination moves the instance without the RT lock."""
     self._finish_live_migration(instance, node, pci_devices)
+
+
+def _frees_claims_only(self: ResourceTracker, instance: Instance) -> None:
+    """Nova: a live-migration rollback frees the destination's PCI claims, not allocations."""
 
 
 def _wrapping(path: str, wrapper: Callable[[Any], Any]) -> tuple[str, Callable[[], Any]]:
@@ -388,7 +399,7 @@ FAULTS: list[Fault] = [
         _NOVA_34 + "drop_move_claim_at_dest marks the migration reverted while the instance stays on the "
         "destination until finish_revert_resize (nova/compute/resource_tracker.py, manager.py)",
         "audits between the revert's claim drop and finish_revert_resize swap usage between the hosts",
-        _patches(_replacing(RT + "_hand_back_to_source", _stays_on_destination)),
+        _patches(_replacing(RT + "drop_move_claim_at_dest", _drop_move_claim_at_dest_as_nova)),
         breaks=("usage-matches-oracle", "no-unexpected-error", "no-double-ownership"),
     ),
     Fault(
@@ -397,7 +408,7 @@ FAULTS: list[Fault] = [
         _NOVA_34 + "the audit applies an incoming resize's migration context but not its flavor, which "
         "finish_resize switches without telling the RT (nova/compute/resource_tracker.py, manager.py)",
         "an audit before finish_resize counts the old flavor, or, on the same node, pins the new CPUs twice",
-        _patches(_replacing(RT + "_arrived_flavor", _counts_the_flavor_it_has)),
+        _patches(_replacing(RT + "_apply_incoming_migration", _applies_every_incoming_context)),
         breaks=("usage-matches-oracle", "no-unexpected-error"),
     ),
     Fault(
@@ -417,5 +428,14 @@ FAULTS: list[Fault] = [
         "a destination audit between its two reads counts a live-migrated instance nowhere and frees its PCI",
         _patches(_LIVE_MIGRATION_UNLOCKED),
         breaks=("usage-matches-oracle", "no-unexpected-error"),
+    ),
+    Fault(
+        "nova-open-live-migration-rollback-pci",
+        "model",
+        _NOVA_34 + "an audit allocates an incoming live migration's claimed PCI devices and "
+        "rollback_live_migration_at_destination frees claims only (nova/compute/manager.py)",
+        "a destination audit during a live migration that rolls back leaves its PCI devices allocated there",
+        _patches(_replacing(RT + "_free_audited_claims", _frees_claims_only)),
+        breaks=("usage-matches-oracle",),
     ),
 ]

@@ -14,8 +14,9 @@ fixed), ironic multi-node hosts (one node per host, named after it).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from oslo_concurrency import lockutils
 
@@ -57,6 +58,16 @@ def synchronized(method: Method) -> Method:
             return locked(self, *args, **kwargs)
 
     return on_own_host  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _compute_resources_locks(*hosts: str) -> Iterator[None]:
+    """Several hosts' RT locks at once, taken in name order so that no two callers deadlock."""
+    with contextlib.ExitStack() as stack:
+        for host in sorted(set(hosts)):
+            stack.enter_context(on_host(host))
+            stack.enter_context(lockutils.lock(COMPUTE_RESOURCE_SEMAPHORE, fair=True))
+        yield
 
 
 def _instance_in_resize_state(instance: Instance) -> bool:
@@ -192,26 +203,32 @@ class ResourceTracker:
         self._drop_move_claim(instance, migration.source_node, instance.old_flavor, prefix="old_")
         instance.drop_migration_context()
 
-    @synchronized
     def drop_move_claim_at_dest(self, instance: Instance, migration: Migration) -> None:
-        """Revert: the migration is reverted and the new flavor's usage leaves the destination."""
-        assert migration.dest_node is not None
+        """Revert: the migration is reverted and the new flavor's usage leaves the destination.
+
+        Model fix (Nova open, ``nova-open-revert-window``): the same critical section gives
+        the instance back to the source (reverted context, old flavor, source host and
+        node), under the source's RT lock as well as this host's.  Nova takes this host's
+        lock only and leaves the instance on the destination until finish_revert_resize:
+        an audit of the source in between forgets the instance (its migration is reverted,
+        its host is not the source), an audit here counts it with the source's pinning.
+        (A real fix would hand the instance back through the source; holding both locks
+        states the atomicity such a fix must give.)
+        """
+        with _compute_resources_locks(self.host, migration.source_compute):
+            with on_host(self.host):
+                self._drop_move_claim_at_dest(instance, migration)
+
+    def _drop_move_claim_at_dest(self, instance: Instance, migration: Migration) -> None:
+        assert migration.dest_node is not None and instance.old_flavor is not None
         migration.status = "reverted"
         migration.save()
         self._drop_move_claim(instance, migration.dest_node, instance.new_flavor, prefix="new_")
         instance.revert_migration_context()
-        self._hand_back_to_source(instance, migration)
-        instance.save(expected_task_state=[RESIZE_REVERTING])
-
-    def _hand_back_to_source(self, instance: Instance, migration: Migration) -> None:
-        """Model fix (Nova open, ``nova-open-revert-window``): the destination stops counting
-        the instance here, so the same save gives it back to the source (flavor, host,
-        node).  Nova leaves it on the destination until finish_revert_resize: an audit in
-        between forgets it on the source and counts it, reverted pinning and all, here."""
-        assert instance.old_flavor is not None
         instance.flavor = instance.old_flavor
         instance.host = migration.source_compute
         instance.node = migration.source_node
+        instance.save(expected_task_state=[RESIZE_REVERTING])
 
     @synchronized
     def drop_move_claim(self, instance: Instance, nodename: str, flavor: Flavor | None = None) -> None:
@@ -341,7 +358,15 @@ class ResourceTracker:
     @synchronized
     def free_pci_device_claims_for_instance(self, instance: Instance) -> None:
         self.pci_tracker.free_instance_claims(instance.uuid)
+        self._free_audited_claims(instance)
         self.pci_tracker.save()
+
+    def _free_audited_claims(self, instance: Instance) -> None:
+        """Model fix (Nova open, ``nova-open-live-migration-rollback-pci``): an audit during the
+        live migration counted the incoming migration and so allocated its claimed devices;
+        a rollback frees those too.  Nova frees claims only: the devices stay allocated to
+        an instance that never arrived, until the next audit."""
+        self.pci_tracker.free_instance_allocations(instance.uuid)
 
     # -- the audit -----------------------------------------------------------------
 
@@ -377,19 +402,20 @@ class ResourceTracker:
 
     def _apply_incoming_migration(self, instance: Instance, migration: Migration) -> None:
         """An instance here with an incoming, unfinished migration counts with its new
-        resources (bug 1953359); applied in memory only, never saved."""
-        instance.apply_migration_context()
-        instance.flavor = self._arrived_flavor(instance, migration)
+        resources (bug 1953359); applied in memory only, never saved.
 
-    def _arrived_flavor(self, instance: Instance, migration: Migration) -> Flavor:
-        """Model fix (Nova open, ``nova-open-resize-finish-window``): count the new flavor with
-        the new resources, as finish_resize will.  Nova keeps the old flavor: after
-        resize_instance moved the instance here it counts the old flavor until the next
-        audit (finish_resize tells the RT nothing), and during a same-node resize the
-        same-node branch then counts the new side again, pinning its CPUs twice."""
-        if migration.is_resize and instance.new_flavor is not None and instance.flavor.name == migration.old_flavor.name:
-            return instance.new_flavor
-        return instance.flavor
+        Model fix (Nova open, ``nova-open-resize-finish-window``): a same-node resize is
+        left to the same-node branch, and an arrived resize counts its new flavor too, as
+        finish_resize will.  Nova applies every incoming context and keeps the old flavor:
+        on another node the audit counts the old flavor until the next one (finish_resize
+        tells the RT nothing); on the same node the branch counts the new side again and
+        pins its CPUs twice.
+        """
+        if migration.source_node == migration.dest_node:
+            return
+        instance.apply_migration_context()
+        if migration.is_resize and instance.new_flavor is not None:
+            instance.flavor = instance.new_flavor
 
     def _update_usage_from_instances(self, instances: list[Instance], nodename: str) -> dict[str, Instance]:
         self.tracked_instances.clear()

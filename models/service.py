@@ -15,8 +15,9 @@ revert.  The model's own restrictions, to stay on accounting paths:
 * the API's compare-and-swap also covers the vm_state and host it checked;
 * an instance evacuated from a host that has not come back yet is not moved
   again (Nova would move the leftover source allocation along with it);
-* a host does not come back while an evacuation from it is still running
-  (Nova's start-up would mark it completed and count the instance there).
+* a host does not come back while an evacuation from it, or the API's local
+  delete of an instance on it, is still running (Nova's start-up would count
+  the instance there, and mark the evacuation completed).
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ class Cloud:
         self.conductor = Conductor(self)
         #: instance uuid -> (operations on it in flight, whether one is exclusive)
         self._in_flight: dict[str, tuple[int, bool]] = {}
+        #: down host -> operations in flight that act in its place (evacuations, local deletes)
+        self._acting_for_down: dict[str, int] = {}
 
     def compute(self, host: str) -> ComputeManager:
         """The compute service an RPC to ``host`` reaches."""
@@ -147,8 +150,12 @@ class Cloud:
             if instance.vm_state == RESIZED:
                 self._confirm_resize_on_deleting(instance)
                 instance = self.db.instance_get_by_uuid(uuid)
-            if instance.host is None or self.down[instance.host]:
+            if instance.host is None:
                 self._local_delete(instance)
+                return
+            if self.down[instance.host]:
+                with self._acting_for(instance.host):
+                    self._local_delete(instance)
                 return
             self._start_task(instance, DELETING)
             self.compute(instance.host).terminate_instance(instance)
@@ -194,14 +201,16 @@ class Cloud:
             self._require(instance, task_state=None, vm_states=(ACTIVE, ERROR))
             if instance.host is None:
                 raise InstanceInvalidState(f"instance {uuid} has no host to evacuate from")
-            if not self.down[instance.host]:
-                raise ComputeServiceInUse(f"compute service of {instance.host} is still up")
+            source = instance.host
+            if not self.down[source]:
+                raise ComputeServiceInUse(f"compute service of {source} is still up")
             self._require_no_uncleaned_evacuation(instance)
-            candidates = self._move_candidates(instance, dest_host)
-            hosts = self.conductor.select_destinations(instance.flavor, candidates)
-            self._start_task(instance, REBUILDING)
-            migration = self._new_migration(instance, EVACUATION, dest_host)
-            self.conductor.rebuild_instance(instance, migration, hosts)
+            with self._acting_for(source):
+                candidates = self._move_candidates(instance, dest_host)
+                hosts = self.conductor.select_destinations(instance.flavor, candidates)
+                self._start_task(instance, REBUILDING)
+                migration = self._new_migration(instance, EVACUATION, dest_host)
+                self.conductor.rebuild_instance(instance, migration, hosts)
 
     def live_migrate(self, uuid: str, dest_host: str | None = None, fail: bool = False) -> None:
         """Live-migrate; ``fail``: the hypervisor's migration fails and is rolled back."""
@@ -219,12 +228,8 @@ class Cloud:
         if down or not self.down[host]:
             self.down[host] = down
             return
-        for migration in self.db.migrations.values():
-            if migration.source_compute == host and migration.migration_type == EVACUATION and migration.status in (
-                "accepted",
-                "pre-migrating",
-            ):
-                raise HostBusy(f"an evacuation from {host} is still running")
+        if self._acting_for_down.get(host):
+            raise HostBusy(f"an evacuation or a local delete of an instance on {host} is still running")
         self.down[host] = False
         self.compute(host).restart()
 
@@ -261,6 +266,15 @@ class Cloud:
                 del self._in_flight[uuid]
             else:
                 self._in_flight[uuid] = (count - 1, held_exclusive)
+
+    @contextlib.contextmanager
+    def _acting_for(self, down_host: str) -> Iterator[None]:
+        """Mark an operation that does a down host's part in its place; the host stays down meanwhile."""
+        self._acting_for_down[down_host] = self._acting_for_down.get(down_host, 0) + 1
+        try:
+            yield
+        finally:
+            self._acting_for_down[down_host] -= 1
 
     def _flavor(self, name: str) -> Flavor:
         flavor = self.flavors.get(name)

@@ -243,3 +243,27 @@ def test_audit_during_a_same_host_resize_of_a_pinned_instance_pins_twice(on):
         assert audit_error is None
         assert used(c, "host1") == reserved_plus(PINNED, PINNED_LARGE)
         assert_consistent(c)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_live_migration_rollback_after_a_destination_audit_leaks_pci(on):
+    """A destination audit during the live migration counts the incoming migration, which
+    allocates its claimed PCI devices; the rollback frees claims only."""
+    c = cloud()
+    uuid = c.create("pci", "host1")
+    with nova("nova-open-live-migration-rollback-pci", on):
+        result = run_concurrently(
+            [
+                ("live migration", lambda: c.live_migrate(uuid, "host2", fail=True)),
+                ("audit", lambda: c.update_available_resource("host2")),
+            ],
+            {(0, "compute.pre_live_migration", 0): 10},
+        )
+    assert errors(result) == [None, None]
+    assert c.db.instances[uuid].host == "host1"
+    if on:
+        assert oracle.observe(c)["pci_owners"]["host2"] == {"0000:81:00.0": [uuid]}
+        assert "usage-matches-oracle" in broken(c)
+    else:
+        assert oracle.observe(c)["pci_owners"]["host2"] == {}
+        assert_consistent(c)
