@@ -27,6 +27,7 @@ from stateful.scheduler import ScheduleEntry
 from stateful.session import Recording, StepRecord
 from stateful.sites import is_known_site
 from stateful.target import OPERATIONS, Op
+from stateful.targets import target_factory
 
 FORMAT = "stateful-regression/1"
 SUFFIX = ".json"
@@ -168,6 +169,10 @@ def load(path: str | Path, known_faults: dict[str, set[str]] | None = None) -> R
     if document["format"] != FORMAT:
         raise checker.fail("format", f"unsupported format {document['format']!r} (this version reads {FORMAT!r})")
     target = checker.expect(document["target"], str, "target")
+    try:
+        target_factory(target)  # importing the target registers the delay sites it can reach
+    except UsageError as error:
+        raise checker.fail("target", str(error)) from error
     faults = [checker.expect(f, str, f"faults[{i}]") for i, f in enumerate(checker.expect(document["faults"], list, "faults"))]
     if known_faults is not None:
         for index, fault in enumerate(faults):
