@@ -40,7 +40,7 @@ SITES_UNDER_TEST = {
 
 def test_delay_sites_wrap_callables_by_dotted_path():
     account = Account()
-    with DelaySites(SITES_UNDER_TEST, target="model"):
+    with DelaySites(SITES_UNDER_TEST, target="engine-test"):
         assert Account.audit() == "audited"
         result = Scheduler(FixedDelays({(0, "account.read:after", 0): 1})).run(
             [("a", lambda: deposit(account)), ("b", lambda: deposit(account))]
@@ -50,12 +50,12 @@ def test_delay_sites_wrap_callables_by_dotted_path():
         "account.read:before",
         "account.read:after",
     ]
-    assert is_known_site("account.read:before") and SITES["account.read:after"].target == "model"
+    assert is_known_site("account.read:before") and SITES["account.read:after"].target == "engine-test"
 
 
 def test_delay_sites_are_removed_on_cleanup():
     original = Account.__dict__["read"]
-    with DelaySites(SITES_UNDER_TEST, target="model"):
+    with DelaySites(SITES_UNDER_TEST, target="engine-test"):
         assert Account.__dict__["read"] is not original
         assert isinstance(Account.__dict__["audit"], staticmethod)
     assert Account.__dict__["read"] is original

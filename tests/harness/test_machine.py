@@ -36,6 +36,7 @@ def run_until_finding(config: MachineConfig, max_examples: int, shrink: bool = F
 #: test until it is moved here.
 FOUND_IN_CI_BUDGET = {
     "lp1879878-revert",
+    "lp1879878-stash",
     "lp1818914",
     "lp1095403",
     "lp1707071",

@@ -14,7 +14,7 @@ from stateful.session import Recording, StepRecord
 from stateful.sites import register_site
 from stateful.target import Op
 
-SITE = register_site("test.regression.site", "a site for these tests", target="model")
+SITE = register_site("test.regression.site", "a site for these tests", target="engine-test")
 TOPOLOGY = {"hosts": [{"name": "host1"}], "flavors": [{"name": "small"}]}
 
 
