@@ -21,7 +21,7 @@ from models import sites
 from models.errors import AllocationConflict
 from models.manager import ComputeManager
 from models.placement import resources_for
-from models.records import ACTIVE, DELETING, REBUILDING, RESIZE_REVERTING, ComputeNode, Flavor, Instance, Migration
+from models.records import ACTIVE, DELETING, MIGRATING, REBUILDING, RESIZE_REVERTING, ComputeNode, Flavor, Instance, Migration
 from models.resource_tracker import COMPUTE_RESOURCE_SEMAPHORE, ResourceTracker, _allow_resource_removal
 from stateful.faults import Fault
 from stateful.locks import on_host
@@ -266,6 +266,24 @@ def _frees_claims_only(self: ResourceTracker, instance: Instance) -> None:
     """Nova: a live-migration rollback frees the destination's PCI claims, not allocations."""
 
 
+def _drop_move_claim_at_destination_as_nova(self: ComputeManager, instance: Instance) -> None:
+    """Nova: the destination only drops its claim ..."""
+    self.rt.drop_move_claim(instance, self.nodename, flavor=instance.flavor)
+
+
+def _rollback_live_migration_as_nova(
+    self: ComputeManager, instance: Instance, dest: ComputeManager, migration: Migration
+) -> None:
+    """... and the source ends the live migration afterwards."""
+    self._revert_allocation(instance, migration)
+    dest.rollback_live_migration_at_destination(instance)
+    dest.drop_move_claim_at_destination(instance)
+    instance.task_state = None
+    instance.drop_migration_context()
+    instance.save(expected_task_state=[MIGRATING])
+    self._set_migration_status(migration, "failed")
+
+
 def _wrapping(path: str, wrapper: Callable[[Any], Any]) -> tuple[str, Callable[[], Any]]:
     return path, lambda: wrapper(_current(path))
 
@@ -428,6 +446,18 @@ FAULTS: list[Fault] = [
         "a destination audit between its two reads counts a live-migrated instance nowhere and frees its PCI",
         _patches(_LIVE_MIGRATION_UNLOCKED),
         breaks=("usage-matches-oracle", "no-unexpected-error"),
+    ),
+    Fault(
+        "nova-open-live-migration-rollback-window",
+        "model",
+        _NOVA_34 + "_rollback_live_migration has the destination drop its claim before the source clears "
+        "the instance's task state (nova/compute/manager.py)",
+        "a destination audit between a live-migration rollback's claim drop and its end counts the instance again",
+        _patches(
+            _replacing(MANAGER + "drop_move_claim_at_destination", _drop_move_claim_at_destination_as_nova),
+            _replacing(MANAGER + "_rollback_live_migration", _rollback_live_migration_as_nova),
+        ),
+        breaks=("usage-matches-oracle",),
     ),
     Fault(
         "nova-open-live-migration-rollback-pci",

@@ -27,7 +27,6 @@ from models.records import (
     DELETING,
     ERROR,
     EVACUATION,
-    MIGRATING,
     REBUILDING,
     RESIZE_FINISH,
     RESIZE_MIGRATED,
@@ -374,12 +373,14 @@ class ComputeManager:
         self.rt.finish_live_migration(instance, self.nodename, devices)
 
     def _rollback_live_migration(self, instance: Instance, dest: ComputeManager, migration: Migration) -> None:
+        """Model fix (Nova open, ``nova-open-live-migration-rollback-window``): the destination
+        drops its claim and ends the live migration (task state cleared, context dropped)
+        in one critical section.  Nova drops the claim first and the source ends the
+        migration afterwards: a destination audit in between still sees the instance live
+        migrating there and counts it again, until the next audit."""
         self._revert_allocation(instance, migration)
         dest.rollback_live_migration_at_destination(instance)
         dest.drop_move_claim_at_destination(instance)
-        instance.task_state = None
-        instance.drop_migration_context()
-        instance.save(expected_task_state=[MIGRATING])
         # Last: the audit keeps counting the destination until the migration ends.
         self._set_migration_status(migration, "failed")
 
@@ -390,7 +391,7 @@ class ComputeManager:
 
     @endpoint
     def drop_move_claim_at_destination(self, instance: Instance) -> None:
-        self.rt.drop_move_claim(instance, self.nodename, flavor=instance.flavor)
+        self.rt.drop_live_migration_claim(instance, self.nodename)
 
     def _set_migration_status(self, migration: Migration, status: str) -> None:
         migration.status = status

@@ -235,6 +235,15 @@ class ResourceTracker:
         """Drop an incoming claim (live-migration rollback); Nova always uses the new_ side here."""
         self._drop_move_claim(instance, nodename, flavor, prefix="new_")
 
+    @synchronized
+    def drop_live_migration_claim(self, instance: Instance, nodename: str) -> None:
+        """Live-migration rollback: drop the claim and, in the same critical section, end the
+        migration for the instance (see ComputeManager._rollback_live_migration)."""
+        self._drop_move_claim(instance, nodename, instance.flavor, prefix="new_")
+        instance.task_state = None
+        instance.drop_migration_context()
+        instance.save(expected_task_state=[MIGRATING])
+
     def _drop_move_claim(
         self, instance: Instance, nodename: str, flavor: Flavor | None = None, prefix: str = "new_"
     ) -> None:

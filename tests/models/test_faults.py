@@ -68,6 +68,7 @@ def test_catalogue_is_the_contracts():
             "nova-open-resize-finish-window",
             "nova-open-delete-pci-leak",
             "nova-open-live-migration-unlocked",
+            "nova-open-live-migration-rollback-window",
             "nova-open-live-migration-rollback-pci",
         ]
     )

@@ -267,3 +267,28 @@ def test_live_migration_rollback_after_a_destination_audit_leaks_pci(on):
     else:
         assert oracle.observe(c)["pci_owners"]["host2"] == {}
         assert_consistent(c)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_live_migration_rollback_window_counts_the_instance_again(on):
+    """The destination drops its claim; before the source clears the instance's task state,
+    a destination audit sees the instance still live migrating there and counts it again."""
+    c = cloud()
+    uuid = c.create("medium", "host1")
+    with nova("nova-open-live-migration-rollback-window", on):
+        result = run_concurrently(
+            [
+                ("live migration", lambda: c.live_migrate(uuid, "host2", fail=True)),
+                ("audit", lambda: c.update_available_resource("host2")),
+            ],
+            # instance saves: the API's task state, the claim's context, then (delayed)
+            # the save that ends the live migration
+            {(0, "db.instance.save", 2): 10},
+        )
+    assert errors(result) == [None, None]
+    if on:
+        assert used(c, "host2") == reserved_plus(MEDIUM)
+        assert "usage-matches-oracle" in broken(c)
+    else:
+        assert used(c, "host2") == reserved_plus()
+        assert_consistent(c)

@@ -4,7 +4,6 @@ registered delay sites, determinism and speed."""
 from __future__ import annotations
 
 import json
-import time
 
 from hypothesis import given, settings
 
@@ -93,27 +92,3 @@ def test_every_site_reached_is_registered():
     assert reached and all(is_known_site(site) for site in reached)
     model_sites = {name for name, site in SITES.items() if site.target == "model"}
     assert {getattr(sites, name) for name in dir(sites) if name.isupper()} == model_sites
-
-
-def ops_per_second(examples: int) -> float:
-    ops = 0
-    start = time.perf_counter()
-    for _ in range(examples):
-        c = Cloud(small_topology())
-        for _ in range(5):
-            uuid = c.create("medium", "host1")
-            c.resize(uuid, "large", "host2")
-            c.confirm_resize(uuid)
-            c.update_available_resource("host1")
-            c.delete(uuid)
-            ops += 5
-    return ops / (time.perf_counter() - start)
-
-
-def test_sequential_operations_are_fast():
-    """Well over 5,000 ops/s on a developer machine; the bound here leaves room for slow CI."""
-    from stateful.locks import SchedulerLocks
-
-    with SchedulerLocks():
-        rate = ops_per_second(40)
-    assert rate > 1500, f"{rate:.0f} operations per second"
