@@ -71,7 +71,7 @@ import contextlib  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import weakref  # noqa: E402
-from typing import Any, Iterator, Mapping  # noqa: E402
+from typing import Any, Mapping  # noqa: E402
 
 import fixtures  # noqa: E402
 from oslo_serialization import jsonutils  # noqa: E402

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import contextlib
+from typing import Any, Callable, Iterator, Mapping
 
 from models import oracle
+from models.faults import FAULTS
 from models.service import Cloud
 from models.topology import small_topology
 from stateful.invariants import AFTER_STEP, violations
@@ -83,3 +85,18 @@ def snapshot(c: Cloud) -> dict[str, Any]:
         },
         "down": dict(c.down),
     }
+
+
+FAULT = {fault.name: fault for fault in FAULTS}
+
+
+@contextlib.contextmanager
+def switched(name: str, on: bool) -> Iterator[None]:
+    """The fault switch ``name`` on (or not) for the block inside."""
+    with FAULT[name].fixture() if on else contextlib.nullcontext():
+        yield
+
+
+def broken(c: Cloud) -> set[str]:
+    """The names of the invariants the cloud breaks now."""
+    return {name for name, _ in problems(c)}

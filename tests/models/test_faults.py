@@ -8,44 +8,28 @@ site, the other tasks then run in index order, and so on.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from models import oracle
 from models.errors import CPUUnpinningInvalid
 from models.faults import FAULTS
-from models.service import Cloud
 from tests.models.helpers import (
+    FAULT,
     LARGE,
     MEDIUM,
     assert_consistent,
+    broken,
     cloud,
-    problems,
     reserved_plus,
     run_concurrently,
+    switched,
     used,
 )
 
-FAULT = {fault.name: fault for fault in FAULTS}
-
-
-@contextlib.contextmanager
-def switched(name: str, on: bool) -> Iterator[None]:
-    if not on:
-        yield
-        return
-    with FAULT[name].fixture():
-        yield
-
-
 def errors(result: Any) -> list[BaseException | None]:
     return [outcome.error for outcome in result.outcomes]
-
-
-def broken(c: Cloud) -> set[str]:
-    return {name for name, _ in problems(c)}
 
 
 def test_catalogue_is_the_contracts():

@@ -10,15 +10,12 @@ do not.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
-from typing import Iterator
 
 import pytest
 
 from models import oracle
 from models.errors import CPUPinningInvalid
-from models.faults import FAULTS
 from models.service import Cloud
 from models.topology import small_topology
 from stateful.scheduler import RunResult
@@ -29,24 +26,14 @@ from tests.models.helpers import (
     PINNED_LARGE,
     SMALL,
     assert_consistent,
+    broken,
     cloud,
-    problems,
     reserved_plus,
     run_concurrently,
+    switched,
     used,
 )
 
-FAULT = {fault.name: fault for fault in FAULTS}
-
-
-@contextlib.contextmanager
-def nova(name: str, on: bool) -> Iterator[None]:
-    with FAULT[name].fixture() if on else contextlib.nullcontext():
-        yield
-
-
-def broken(c: Cloud) -> set[str]:
-    return {name for name, _ in problems(c)}
 
 
 def errors(result: RunResult) -> list[BaseException | None]:
@@ -61,7 +48,7 @@ def test_revert_window_after_the_claim_drop_swaps_usage(on):
     c = cloud()
     uuid = c.create("medium", "host1")
     c.resize(uuid, "large", "host2")
-    with nova("nova-open-revert-window", on):
+    with switched("nova-open-revert-window", on):
         result = run_concurrently(
             [
                 ("revert", lambda: c.revert_resize(uuid)),
@@ -90,7 +77,7 @@ def test_revert_window_pins_the_sources_cpus_on_the_destination(on):
     c = cloud()
     uuid = c.create("pinned", "host1")
     c.resize(uuid, "pinned-large", "host3")
-    with nova("nova-open-revert-window", on):
+    with switched("nova-open-revert-window", on):
         result = run_concurrently(
             [("revert", lambda: c.revert_resize(uuid)), ("audit dest", lambda: c.update_available_resource("host3"))],
             {(0, "db.instance.save", 2): 10},
@@ -113,7 +100,7 @@ def test_resize_finish_window_counts_the_old_flavor(on):
     the old flavor until the next audit."""
     c = cloud()
     uuid = c.create("medium", "host1")
-    with nova("nova-open-resize-finish-window", on):
+    with switched("nova-open-resize-finish-window", on):
         result = run_concurrently(
             [("resize", lambda: c.resize(uuid, "large", "host2")), ("audit", lambda: c.update_available_resource("host2"))],
             # instance saves: API, prep_resize's new_flavor, the claim's context,
@@ -136,7 +123,7 @@ def test_delete_during_an_audit_leaks_pci_devices(on):
     stay allocated to the deleted instance until an audit after the row is gone."""
     c = cloud()
     uuid = c.create("pci", "host1")
-    with nova("nova-open-delete-pci-leak", on):
+    with switched("nova-open-delete-pci-leak", on):
         result = run_concurrently(
             [("delete", lambda: c.delete(uuid)), ("audit", lambda: c.update_available_resource("host1"))],
             {(0, "lock:compute_resources:acquire", 0): 10},
@@ -158,7 +145,7 @@ def test_live_migration_finished_outside_the_lock_loses_pci(on):
     its PCI allocation for good."""
     c = cloud()
     uuid = c.create("pci", "host1")
-    with nova("nova-open-live-migration-unlocked", on):
+    with switched("nova-open-live-migration-unlocked", on):
         result = run_concurrently(
             [("live migration", lambda: c.live_migrate(uuid, "host2")), ("audit", lambda: c.update_available_resource("host2"))],
             {
@@ -184,7 +171,7 @@ def test_live_migration_drops_its_context_before_moving_the_instance(on):
     a destination audit between counts the incoming live migration without its pinning."""
     c = cloud()
     uuid = c.create("pinned", "host1")
-    with nova("nova-open-live-migration-unlocked", on):
+    with switched("nova-open-live-migration-unlocked", on):
         result = run_concurrently(
             [("live migration", lambda: c.live_migrate(uuid, "host2")), ("audit", lambda: c.update_available_resource("host2"))],
             {(0, "db.instance.save", 2): 10},
@@ -207,7 +194,7 @@ def test_evacuation_clears_its_task_state_before_finish_evacuation(on):
     c = cloud()
     uuid = c.create("medium", "host1")
     c.set_host_down("host1", True)
-    with nova("nova-open-evacuation-active-early", on):
+    with switched("nova-open-evacuation-active-early", on):
         result = run_concurrently(
             [("evacuate", lambda: c.evacuate(uuid, "host2")), ("audit", lambda: c.update_available_resource("host2"))],
             # the lock's first taking is the rebuild claim's, the second (delayed) finish_evacuation's
@@ -230,7 +217,7 @@ def test_audit_during_a_same_host_resize_of_a_pinned_instance_pins_twice(on):
     topology = small_topology()
     c = Cloud(replace(topology, hosts=tuple(replace(h, pinnable_cpus=tuple(range(8, 16))) for h in topology.hosts)))
     uuid = c.create("pinned", "host1")
-    with nova("nova-open-resize-finish-window", on):
+    with switched("nova-open-resize-finish-window", on):
         result = run_concurrently(
             [("resize", lambda: c.resize(uuid, "pinned-large", "host1")), ("audit", lambda: c.update_available_resource("host1"))],
             {(0, "db.instance.save", 5): 10},
@@ -251,7 +238,7 @@ def test_live_migration_rollback_after_a_destination_audit_leaks_pci(on):
     allocates its claimed PCI devices; the rollback frees claims only."""
     c = cloud()
     uuid = c.create("pci", "host1")
-    with nova("nova-open-live-migration-rollback-pci", on):
+    with switched("nova-open-live-migration-rollback-pci", on):
         result = run_concurrently(
             [
                 ("live migration", lambda: c.live_migrate(uuid, "host2", fail=True)),
@@ -275,7 +262,7 @@ def test_live_migration_rollback_window_counts_the_instance_again(on):
     a destination audit sees the instance still live migrating there and counts it again."""
     c = cloud()
     uuid = c.create("medium", "host1")
-    with nova("nova-open-live-migration-rollback-window", on):
+    with switched("nova-open-live-migration-rollback-window", on):
         result = run_concurrently(
             [
                 ("live migration", lambda: c.live_migrate(uuid, "host2", fail=True)),
