@@ -19,7 +19,16 @@ from stateful.errors import Finding, HarnessError
 from stateful.faults import Fault
 from stateful.invariants import AFTER_STEP, check, check_always, check_audit_changes_nothing
 from stateful.locks import SchedulerLocks, per_host
-from stateful.scheduler import DEFAULT_STEP_TIMEOUT, Outcome, RunResult, ScheduleEntry, Scheduler, Strategy, TraceEvent
+from stateful.scheduler import (
+    DEFAULT_STEP_TIMEOUT,
+    Outcome,
+    RunResult,
+    ScheduleEntry,
+    Scheduler,
+    Strategy,
+    TraceEvent,
+    schedule_of,
+)
 from stateful.target import Observation, Op, Target
 
 
@@ -140,7 +149,7 @@ class Session(fixtures.Fixture):
             run = scheduler.run([(op.label, self.target.operation(op)) for op in ops])
         finally:
             # Recorded even when the step fails midway, so the failure replays.
-            self.recording.steps.append(StepRecord(ops, tuple(RunResult([], scheduler.trace).schedule)))
+            self.recording.steps.append(StepRecord(ops, tuple(schedule_of(scheduler.trace))))
             self.recording.traces.append(list(scheduler.trace))
         return run.outcomes, run.trace
 
