@@ -43,7 +43,9 @@ class Conductor:
             except AllocationConflict:
                 continue
             return host
-        raise NoValidHost(f"every host among {hosts} was taken before flavor {flavor.name!r} could be claimed")
+        raise NoValidHost(
+            f"every host among {hosts} was taken before flavor {flavor.name!r} could be claimed"
+        )
 
     def schedule_and_build_instance(self, instance: Instance, hosts: list[str], fail: bool) -> None:
         """Allocate first, then create the instance row (no host yet), then build."""
@@ -73,7 +75,9 @@ class Conductor:
             raise
         self.cloud.compute(host).prep_resize(instance, flavor, migration)
 
-    def live_migrate_instance(self, instance: Instance, migration: Migration, hosts: list[str], fail: bool) -> None:
+    def live_migrate_instance(
+        self, instance: Instance, migration: Migration, hosts: list[str], fail: bool
+    ) -> None:
         """Source allocation to the migration, claim the destination, its checks, then go."""
         self.placement.move_allocations(instance.uuid, migration.uuid)
         try:

@@ -17,7 +17,9 @@ def pin_cpus(pcpuset: frozenset[int], pinned: frozenset[int], cpus: Iterable[int
     """``pinned`` with ``cpus`` added; CPUPinningInvalid if any is unknown or already pinned."""
     wanted = frozenset(cpus)
     if not wanted <= pcpuset:
-        raise CPUPinningInvalid(f"CPUs {sorted(wanted - pcpuset)} are not in the dedicated set {sorted(pcpuset)}")
+        raise CPUPinningInvalid(
+            f"CPUs {sorted(wanted - pcpuset)} are not in the dedicated set {sorted(pcpuset)}"
+        )
     if wanted & pinned:
         raise CPUPinningInvalid(
             f"cannot pin {sorted(wanted)}: {sorted(wanted & pinned)} already pinned; "
@@ -30,7 +32,9 @@ def unpin_cpus(pcpuset: frozenset[int], pinned: frozenset[int], cpus: Iterable[i
     """``pinned`` with ``cpus`` removed; CPUUnpinningInvalid if any is not pinned."""
     wanted = frozenset(cpus)
     if not wanted <= pcpuset:
-        raise CPUUnpinningInvalid(f"CPUs {sorted(wanted - pcpuset)} are not in the dedicated set {sorted(pcpuset)}")
+        raise CPUUnpinningInvalid(
+            f"CPUs {sorted(wanted - pcpuset)} are not in the dedicated set {sorted(pcpuset)}"
+        )
     if not wanted <= pinned:
         raise CPUUnpinningInvalid(
             f"cannot unpin {sorted(wanted)}: {sorted(wanted - pinned)} are not pinned; "

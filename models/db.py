@@ -138,7 +138,9 @@ class Database:
         return [
             row.copy_for(self)
             for row in self.migrations.values()
-            if row.source_compute == source_compute and row.status in wanted and row.migration_type == migration_type
+            if row.source_compute == source_compute
+            and row.status in wanted
+            and row.migration_type == migration_type
         ]
 
     def migrations_of(self, instance_uuid: str) -> list[Migration]:

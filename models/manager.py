@@ -9,7 +9,8 @@ oslo locks it takes are this host's.  Casts are made after any claim
 context has closed, as a real cast returns at once.
 
 Steps and their order are Nova's current ones (see the reference's "Manager
-flows"); driver work is a delay site and nothing else.
+flows"), except the "Model fix (Nova open, ...)" places, which ``nova-open-*``
+fault switches restore; driver work is a delay site and nothing else.
 """
 
 from __future__ import annotations
@@ -372,7 +373,9 @@ class ComputeManager:
         checkpoint(sites.COMPUTE_POST_LIVE_MIGRATION_AT_DESTINATION)
         self.rt.finish_live_migration(instance, self.nodename, devices)
 
-    def _rollback_live_migration(self, instance: Instance, dest: ComputeManager, migration: Migration) -> None:
+    def _rollback_live_migration(
+        self, instance: Instance, dest: ComputeManager, migration: Migration
+    ) -> None:
         """Model fix (Nova open, ``nova-open-live-migration-rollback-window``): the destination
         drops its claim and ends the live migration (task state cleared, context dropped)
         in one critical section.  Nova drops the claim first and the source ends the

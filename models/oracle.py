@@ -121,13 +121,21 @@ def _count_migration(tally: _Tally, instance: Instance, migration: Migration) ->
     source, dest = migration.source_node, migration.dest_node
     if source == dest:
         if instance.flavor.name == migration.old_flavor.name:
-            tally.count(dest, instance.uuid, migration.new_flavor, context.new_pinned_cpus, context.new_pci_devices)
+            tally.count(
+                dest, instance.uuid, migration.new_flavor, context.new_pinned_cpus, context.new_pci_devices
+            )
         else:
-            tally.count(source, instance.uuid, migration.old_flavor, context.old_pinned_cpus, context.old_pci_devices)
+            tally.count(
+                source, instance.uuid, migration.old_flavor, context.old_pinned_cpus, context.old_pci_devices
+            )
     elif instance.node == source:
-        tally.count(dest, instance.uuid, migration.new_flavor, context.new_pinned_cpus, context.new_pci_devices)
+        tally.count(
+            dest, instance.uuid, migration.new_flavor, context.new_pinned_cpus, context.new_pci_devices
+        )
     elif instance.node == dest:
-        tally.count(source, instance.uuid, migration.old_flavor, context.old_pinned_cpus, context.old_pci_devices)
+        tally.count(
+            source, instance.uuid, migration.old_flavor, context.old_pinned_cpus, context.old_pci_devices
+        )
     if migration.migration_type == EVACUATION:
         # No migration consumer: the instance holds both hosts until the source cleans up.
         tally.allocate(instance.uuid, source, instance.flavor)
@@ -172,7 +180,10 @@ class _Tally:
         self.allocations.setdefault(consumer, {})[provider] = resources_for(flavor)
 
     def cpu_owners(self) -> dict[str, dict[str, list[str]]]:
-        return {node: {str(cpu): owners for cpu, owners in sorted(cpus.items())} for node, cpus in self._cpus.items()}
+        return {
+            node: {str(cpu): owners for cpu, owners in sorted(cpus.items())}
+            for node, cpus in self._cpus.items()
+        }
 
     def pci_owners(self) -> dict[str, dict[str, list[str]]]:
         return {node: dict(sorted(devices.items())) for node, devices in self._pci.items()}
@@ -212,7 +223,9 @@ def _invert(assigned: dict[str, tuple[int, ...]]) -> dict[str, list[str]]:
     return {str(cpu): listed for cpu, listed in sorted(owners.items())}
 
 
-def _copy_allocations(allocations: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, dict[str, int]]]:
+def _copy_allocations(
+    allocations: dict[str, dict[str, dict[str, int]]],
+) -> dict[str, dict[str, dict[str, int]]]:
     return {
         consumer: {provider: dict(resources) for provider, resources in held.items()}
         for consumer, held in allocations.items()

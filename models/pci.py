@@ -52,7 +52,9 @@ class PciDevice:
         if self.status not in (CLAIMED, ALLOCATED):
             raise PciDeviceInvalidStatus(f"device {self.address} is {self.status}, cannot be freed")
         if instance_uuid is not None and self.instance_uuid != instance_uuid:
-            raise PciDeviceInvalidOwner(f"device {self.address} belongs to {self.instance_uuid}, not {instance_uuid}")
+            raise PciDeviceInvalidOwner(
+                f"device {self.address} belongs to {self.instance_uuid}, not {instance_uuid}"
+            )
         self.status, self.instance_uuid = AVAILABLE, None
 
 

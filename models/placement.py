@@ -90,10 +90,14 @@ class Placement:
     def _put(self, consumer: str, allocations: Allocations) -> None:
         for provider, resources in allocations.items():
             if not self._fits(provider, resources, excluding=consumer):
-                raise AllocationConflict(f"provider {provider} cannot fit {resources} for consumer {consumer}")
+                raise AllocationConflict(
+                    f"provider {provider} cannot fit {resources} for consumer {consumer}"
+                )
         self._set(consumer, allocations)
 
-    def claim_resources(self, consumer: str, provider: str, resources: dict[str, int], merge: bool = False) -> None:
+    def claim_resources(
+        self, consumer: str, provider: str, resources: dict[str, int], merge: bool = False
+    ) -> None:
         """The scheduler's claim: the consumer gets ``resources`` on ``provider``.
 
         With ``merge`` the consumer keeps what it holds elsewhere (an
@@ -128,7 +132,9 @@ class Placement:
         return True
 
     def get_allocations_for_consumer(self, consumer: str) -> Allocations:
-        return {provider: dict(resources) for provider, resources in self.allocations.get(consumer, {}).items()}
+        return {
+            provider: dict(resources) for provider, resources in self.allocations.get(consumer, {}).items()
+        }
 
     def get_allocations_for_provider(self, provider: str) -> dict[str, dict[str, int]]:
         checkpoint(sites.PLACEMENT_GET_ALLOCATIONS_FOR_PROVIDER)

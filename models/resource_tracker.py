@@ -8,6 +8,10 @@ keys locks by :func:`stateful.locks.on_host`, as production's one process
 per host does).  Method names, steps and their order are Nova's; the methods
 are kept small so that a fault switch can put one method's pre-fix body back.
 
+Where Nova's current code still races, the model fixes it in one small place
+whose docstring starts "Model fix (Nova open, ``nova-open-...``)"; that fault
+switch restores Nova's code.
+
 Not modelled: stats, monitors, provider-tree inventory sync (inventories are
 fixed), ironic multi-node hosts (one node per host, named after it).
 """
@@ -140,7 +144,9 @@ class ResourceTracker:
     def live_migration_claim(self, instance: Instance, nodename: str, migration: Migration) -> None:
         self._move_claim(instance, instance.flavor, nodename, migration)
 
-    def _move_claim(self, instance: Instance, new_flavor: Flavor, nodename: str, migration: Migration) -> None:
+    def _move_claim(
+        self, instance: Instance, new_flavor: Flavor, nodename: str, migration: Migration
+    ) -> None:
         cn = self.compute_nodes[nodename]
         self._claim_existing_migration(migration, cn)
         new_pinned = self._claim_test(cn, new_flavor)
@@ -305,10 +311,14 @@ class ResourceTracker:
             self.tracked_instances[instance.uuid] = None
 
     @synchronized
-    def finish_evacuation(self, instance: Instance, node: str, migration: Migration, activate: bool = False) -> None:
+    def finish_evacuation(
+        self, instance: Instance, node: str, migration: Migration, activate: bool = False
+    ) -> None:
         self._finish_evacuation(instance, node, migration, activate)
 
-    def _finish_evacuation(self, instance: Instance, node: str, migration: Migration, activate: bool = False) -> None:
+    def _finish_evacuation(
+        self, instance: Instance, node: str, migration: Migration, activate: bool = False
+    ) -> None:
         instance.apply_migration_context()
         # Saving host/node first keeps the next audit consistent: it counts the
         # instance from its record, no longer from the migration's.
@@ -446,7 +456,9 @@ class ResourceTracker:
         """The audit skips a deleted instance whose row still exists (bug 1095403)."""
         return not _allow_resource_removal(instance)
 
-    def _update_usage_from_instance(self, instance: Instance, nodename: str, is_removed: bool = False) -> None:
+    def _update_usage_from_instance(
+        self, instance: Instance, nodename: str, is_removed: bool = False
+    ) -> None:
         uuid = instance.uuid
         is_new_instance = uuid not in self.tracked_instances
         is_removed_instance = self._is_removed_instance(instance, is_new_instance, is_removed)
@@ -466,7 +478,9 @@ class ResourceTracker:
         """Only an instance tracked here has usage to remove (bug 1095403)."""
         return not is_new_instance and (is_removed or _allow_resource_removal(instance))
 
-    def _pair_instances_to_migrations(self, migrations: list[Migration], instance_by_uuid: dict[str, Instance]) -> None:
+    def _pair_instances_to_migrations(
+        self, migrations: list[Migration], instance_by_uuid: dict[str, Instance]
+    ) -> None:
         for migration in migrations:
             migration._instance = instance_by_uuid.get(migration.instance_uuid)
 
@@ -555,7 +569,9 @@ class ResourceTracker:
             if self._allocation_is_stale(instance):
                 self.placement.delete_allocation(consumer_uuid)
 
-    def _consumer_instance(self, consumer_uuid: str, instance_by_uuid: dict[str, Instance]) -> Instance | None:
+    def _consumer_instance(
+        self, consumer_uuid: str, instance_by_uuid: dict[str, Instance]
+    ) -> Instance | None:
         """The instance behind an allocation's consumer, deleted ones included; None if unknown."""
         instance = instance_by_uuid.get(consumer_uuid)
         if instance is None:
@@ -612,9 +628,7 @@ class ResourceTracker:
         # Other moves keep the flavor; nothing was stashed.
         return instance.flavor
 
-    def _get_migration_context_resource(
-        self, resource: str, instance: Instance, prefix: str = "new_"
-    ) -> Any:
+    def _get_migration_context_resource(self, resource: str, instance: Instance, prefix: str = "new_") -> Any:
         context = instance.migration_context
         return getattr(context, prefix + resource) if context is not None else None
 

@@ -299,7 +299,9 @@ class Cloud:
         names = [requested] if requested is not None else list(self.hosts)
         return self._up(names)
 
-    def _move_candidates(self, instance: Instance, dest_host: str | None, same_host_last: bool = False) -> list[str]:
+    def _move_candidates(
+        self, instance: Instance, dest_host: str | None, same_host_last: bool = False
+    ) -> list[str]:
         source = instance.host
         assert source is not None
         if dest_host is not None:
@@ -320,7 +322,9 @@ class Cloud:
         self, instance: Instance, task_state: str | None, vm_states: tuple[str, ...] | None = None
     ) -> None:
         if instance.task_state != task_state:
-            raise InstanceInvalidState(f"instance {instance.uuid} is busy: task_state {instance.task_state!r}")
+            raise InstanceInvalidState(
+                f"instance {instance.uuid} is busy: task_state {instance.task_state!r}"
+            )
         if vm_states is not None and instance.vm_state not in vm_states:
             raise InstanceInvalidState(
                 f"instance {instance.uuid} is {instance.vm_state}, not one of {list(vm_states)}"
@@ -356,7 +360,9 @@ class Cloud:
         checked_vm_state, checked_host = instance.vm_state, instance.host
         instance.task_state = task_state
         try:
-            instance.save(expected_task_state=[None], expected_vm_state=checked_vm_state, expected_host=checked_host)
+            instance.save(
+                expected_task_state=[None], expected_vm_state=checked_vm_state, expected_host=checked_host
+            )
         except UnexpectedTaskStateError as error:
             raise InstanceInvalidState(str(error)) from error
 

@@ -39,7 +39,9 @@ DB_MIGRATION_GET_BY_INSTANCE_AND_STATUS = _site(
 DB_MIGRATION_GET_BY_FILTERS = _site(
     "db.migration.get_by_filters", "MigrationList.get_by_filters(): evacuations a restarted host cleans up"
 )
-DB_COMPUTE_NODE_SAVE = _site("db.compute_node.save", "ComputeNode.save(): the RT's usage reaches the database")
+DB_COMPUTE_NODE_SAVE = _site(
+    "db.compute_node.save", "ComputeNode.save(): the RT's usage reaches the database"
+)
 DB_PCI_DEVICE_SAVE = _site("db.pci_device.save", "PciDevTracker.save(): device states reach the database")
 
 # -- placement ----------------------------------------------------------------
@@ -47,7 +49,9 @@ PLACEMENT_GET_ALLOCATION_CANDIDATES = _site(
     "placement.get_allocation_candidates", "the scheduler asks which providers fit"
 )
 PLACEMENT_PUT_ALLOCATIONS = _site("placement.put_allocations", "a consumer's allocations are replaced")
-PLACEMENT_MOVE_ALLOCATIONS = _site("placement.move_allocations", "allocations move from one consumer to another")
+PLACEMENT_MOVE_ALLOCATIONS = _site(
+    "placement.move_allocations", "allocations move from one consumer to another"
+)
 PLACEMENT_DELETE_ALLOCATION = _site("placement.delete_allocation", "a consumer's allocations are deleted")
 PLACEMENT_REMOVE_PROVIDER_FROM_ALLOCATION = _site(
     "placement.remove_provider_from_allocation", "one provider is cut out of a consumer's allocations"
@@ -75,5 +79,6 @@ COMPUTE_POST_LIVE_MIGRATION_AT_DESTINATION = _site(
     "compute.post_live_migration_at_destination", "post_live_migration_at_destination: driver work"
 )
 COMPUTE_ROLLBACK_LIVE_MIGRATION_AT_DESTINATION = _site(
-    "compute.rollback_live_migration_at_destination", "rollback_live_migration_at_destination: driver clean-up"
+    "compute.rollback_live_migration_at_destination",
+    "rollback_live_migration_at_destination: driver clean-up",
 )

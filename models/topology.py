@@ -38,14 +38,21 @@ class Topology:
     flavors: tuple[Flavor, ...]
 
     def __post_init__(self) -> None:
-        for kind, names in (("host", [h.name for h in self.hosts]), ("flavor", [f.name for f in self.flavors])):
+        for kind, names in (
+            ("host", [h.name for h in self.hosts]),
+            ("flavor", [f.name for f in self.flavors]),
+        ):
             if len(set(names)) != len(names):
                 raise ValueError(f"duplicate {kind} names in {names}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "hosts": [
-                {**asdict(host), "pci_devices": list(host.pci_devices), "pinnable_cpus": list(host.pinnable_cpus)}
+                {
+                    **asdict(host),
+                    "pci_devices": list(host.pci_devices),
+                    "pinnable_cpus": list(host.pinnable_cpus),
+                }
                 for host in self.hosts
             ],
             "flavors": [asdict(flavor) for flavor in self.flavors],

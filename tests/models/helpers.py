@@ -75,12 +75,18 @@ def snapshot(c: Cloud) -> dict[str, Any]:
     """Everything an operation could change: records, placement, each RT's memory."""
     return {
         "instances": {u: dict(vars(row)) for u, row in c.db.instances.items()},
-        "migrations": {i: {k: v for k, v in vars(row).items() if k != "_db"} for i, row in c.db.migrations.items()},
+        "migrations": {
+            i: {k: v for k, v in vars(row).items() if k != "_db"} for i, row in c.db.migrations.items()
+        },
         "nodes": {n: vars(cn.copy()) for n, cn in c.db.compute_nodes.items()},
         "pci": {n: dict(states) for n, states in c.db.pci_devices.items()},
         "observed": oracle.observe(c),
         "trackers": {
-            host: (dict(m.rt.tracked_instances), sorted(m.rt.tracked_migrations), dict(m.rt.assigned_resources))
+            host: (
+                dict(m.rt.tracked_instances),
+                sorted(m.rt.tracked_migrations),
+                dict(m.rt.assigned_resources),
+            )
             for host, m in c.computes.items()
         },
         "down": dict(c.down),

@@ -28,6 +28,7 @@ from tests.models.helpers import (
     used,
 )
 
+
 def errors(result: Any) -> list[BaseException | None]:
     return [outcome.error for outcome in result.outcomes]
 
@@ -78,7 +79,10 @@ def test_lp1896463_evacuation_finished_outside_the_lock_loses_pci(on):
     c.set_host_down("host1", True)
     with switched("lp1896463", on):
         result = run_concurrently(
-            [("evacuate", lambda: c.evacuate(uuid, "host2")), ("audit", lambda: c.update_available_resource("host2"))],
+            [
+                ("evacuate", lambda: c.evacuate(uuid, "host2")),
+                ("audit", lambda: c.update_available_resource("host2")),
+            ],
             {(0, "compute.rebuild", 0): 1, (1, "db.migration.get_in_progress_and_error", 0): 10},
         )
         assert errors(result) == [None, None]
@@ -104,7 +108,10 @@ def test_lp1879878_confirm_status_saved_before_the_drop(on):
     c.resize(uuid, "large", "host2")
     with switched("lp1879878-confirm", on):
         result = run_concurrently(
-            [("confirm", lambda: c.confirm_resize(uuid)), ("audit", lambda: c.update_available_resource("host1"))],
+            [
+                ("confirm", lambda: c.confirm_resize(uuid)),
+                ("audit", lambda: c.update_available_resource("host1")),
+            ],
             {(0, "lock:compute_resources:acquire", 0): 10},
         )
     assert errors(result) == [None, None]
@@ -153,7 +160,10 @@ def test_lp1879878_stash_cleared_before_the_migration_ends(on):
     c.resize(uuid, "pinned-large", "host2")
     with switched("lp1879878-stash", on):
         result = run_concurrently(
-            [("confirm", lambda: c.confirm_resize(uuid)), ("audit", lambda: c.update_available_resource("host1"))],
+            [
+                ("confirm", lambda: c.confirm_resize(uuid)),
+                ("audit", lambda: c.update_available_resource("host1")),
+            ],
             {(0, "compute.confirm_migration", 0): 10},
         )
     if on:
@@ -192,7 +202,10 @@ def test_lp1834349_audit_meets_an_outbound_migration_without_old_flavor(on):
     c.resize(uuid, "large", "host2")
     with switched("lp1834349", on):
         result = run_concurrently(
-            [("confirm", lambda: c.confirm_resize(uuid)), ("audit", lambda: c.update_available_resource("host1"))],
+            [
+                ("confirm", lambda: c.confirm_resize(uuid)),
+                ("audit", lambda: c.update_available_resource("host1")),
+            ],
             {(0, "compute.confirm_migration", 0): 10},
         )
     confirm_error, audit_error = errors(result)
@@ -263,7 +276,10 @@ def test_lp1707071_source_audit_rewrites_the_instance_allocation(on):
     uuid = c.create("medium", "host1")
     with switched("lp1707071", on):
         result = run_concurrently(
-            [("resize", lambda: c.resize(uuid, "large", "host2")), ("audit", lambda: c.update_available_resource("host1"))],
+            [
+                ("resize", lambda: c.resize(uuid, "large", "host2")),
+                ("audit", lambda: c.update_available_resource("host1")),
+            ],
             {(0, "compute.migrate_disk_and_power_off", 0): 10},
         )
     assert errors(result) == [None, None]
@@ -283,7 +299,10 @@ def test_lp1729371_audit_deletes_a_building_instances_allocation(on):
     c = cloud()
     with switched("lp1729371", on):
         result = run_concurrently(
-            [("create", lambda: c.create("medium", "host1")), ("audit", lambda: c.update_available_resource("host1"))],
+            [
+                ("create", lambda: c.create("medium", "host1")),
+                ("audit", lambda: c.update_available_resource("host1")),
+            ],
             {(0, "db.instance.create", 0): 10},
         )
     assert errors(result) == [None, None]
@@ -305,7 +324,10 @@ def test_lp1849165_audit_reads_a_missing_migration_context(on):
     uuid = c.create("medium", "host1")
     with switched("lp1849165", on):
         result = run_concurrently(
-            [("live migration", lambda: c.live_migrate(uuid, "host2")), ("audit", lambda: c.update_available_resource("host2"))],
+            [
+                ("live migration", lambda: c.live_migrate(uuid, "host2")),
+                ("audit", lambda: c.update_available_resource("host2")),
+            ],
             # the live migration's instance saves: the API's task state, the claim's
             # migration context, then post_live_migration_at_destination's move
             {(0, "db.instance.save", 2): 10},

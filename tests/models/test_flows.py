@@ -214,7 +214,9 @@ def test_pinned_cpus_follow_the_instance():
 
 def test_same_host_resize_of_a_pinned_instance_pins_both():
     topology = small_topology()
-    roomy = replace(topology, hosts=tuple(replace(h, pinnable_cpus=tuple(range(8, 16))) for h in topology.hosts))
+    roomy = replace(
+        topology, hosts=tuple(replace(h, pinnable_cpus=tuple(range(8, 16))) for h in topology.hosts)
+    )
     for finish, kept in (("confirm_resize", (10, 11, 12, 13)), ("revert_resize", (8, 9))):
         c = Cloud(roomy)
         uuid = c.create("pinned", "host1")

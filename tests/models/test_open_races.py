@@ -35,7 +35,6 @@ from tests.models.helpers import (
 )
 
 
-
 def errors(result: RunResult) -> list[BaseException | None]:
     return [outcome.error for outcome in result.outcomes]
 
@@ -79,7 +78,10 @@ def test_revert_window_pins_the_sources_cpus_on_the_destination(on):
     c.resize(uuid, "pinned-large", "host3")
     with switched("nova-open-revert-window", on):
         result = run_concurrently(
-            [("revert", lambda: c.revert_resize(uuid)), ("audit dest", lambda: c.update_available_resource("host3"))],
+            [
+                ("revert", lambda: c.revert_resize(uuid)),
+                ("audit dest", lambda: c.update_available_resource("host3")),
+            ],
             {(0, "db.instance.save", 2): 10},
         )
     assert errors(result) == [None, None]
@@ -102,7 +104,10 @@ def test_resize_finish_window_counts_the_old_flavor(on):
     uuid = c.create("medium", "host1")
     with switched("nova-open-resize-finish-window", on):
         result = run_concurrently(
-            [("resize", lambda: c.resize(uuid, "large", "host2")), ("audit", lambda: c.update_available_resource("host2"))],
+            [
+                ("resize", lambda: c.resize(uuid, "large", "host2")),
+                ("audit", lambda: c.update_available_resource("host2")),
+            ],
             # instance saves: API, prep_resize's new_flavor, the claim's context,
             # resize_instance's two; then (delayed) finish_resize's
             {(0, "db.instance.save", 5): 10},
@@ -147,7 +152,10 @@ def test_live_migration_finished_outside_the_lock_loses_pci(on):
     uuid = c.create("pci", "host1")
     with switched("nova-open-live-migration-unlocked", on):
         result = run_concurrently(
-            [("live migration", lambda: c.live_migrate(uuid, "host2")), ("audit", lambda: c.update_available_resource("host2"))],
+            [
+                ("live migration", lambda: c.live_migrate(uuid, "host2")),
+                ("audit", lambda: c.update_available_resource("host2")),
+            ],
             {
                 (0, "compute.post_live_migration_at_destination", 0): 1,
                 (1, "db.migration.get_in_progress_and_error", 0): 10,
@@ -173,7 +181,10 @@ def test_live_migration_drops_its_context_before_moving_the_instance(on):
     uuid = c.create("pinned", "host1")
     with switched("nova-open-live-migration-unlocked", on):
         result = run_concurrently(
-            [("live migration", lambda: c.live_migrate(uuid, "host2")), ("audit", lambda: c.update_available_resource("host2"))],
+            [
+                ("live migration", lambda: c.live_migrate(uuid, "host2")),
+                ("audit", lambda: c.update_available_resource("host2")),
+            ],
             {(0, "db.instance.save", 2): 10},
         )
     assert errors(result) == [None, None]
@@ -196,7 +207,10 @@ def test_evacuation_clears_its_task_state_before_finish_evacuation(on):
     c.set_host_down("host1", True)
     with switched("nova-open-evacuation-active-early", on):
         result = run_concurrently(
-            [("evacuate", lambda: c.evacuate(uuid, "host2")), ("audit", lambda: c.update_available_resource("host2"))],
+            [
+                ("evacuate", lambda: c.evacuate(uuid, "host2")),
+                ("audit", lambda: c.update_available_resource("host2")),
+            ],
             # the lock's first taking is the rebuild claim's, the second (delayed) finish_evacuation's
             {(0, "lock:compute_resources:acquire", 1): 10},
         )
@@ -215,11 +229,16 @@ def test_audit_during_a_same_host_resize_of_a_pinned_instance_pins_twice(on):
     branch counts the new side again: its CPUs are pinned twice and the audit raises,
     until finish_resize switches the flavor."""
     topology = small_topology()
-    c = Cloud(replace(topology, hosts=tuple(replace(h, pinnable_cpus=tuple(range(8, 16))) for h in topology.hosts)))
+    c = Cloud(
+        replace(topology, hosts=tuple(replace(h, pinnable_cpus=tuple(range(8, 16))) for h in topology.hosts))
+    )
     uuid = c.create("pinned", "host1")
     with switched("nova-open-resize-finish-window", on):
         result = run_concurrently(
-            [("resize", lambda: c.resize(uuid, "pinned-large", "host1")), ("audit", lambda: c.update_available_resource("host1"))],
+            [
+                ("resize", lambda: c.resize(uuid, "pinned-large", "host1")),
+                ("audit", lambda: c.update_available_resource("host1")),
+            ],
             {(0, "db.instance.save", 5): 10},
         )
     resize_error, audit_error = errors(result)

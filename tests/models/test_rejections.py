@@ -144,7 +144,10 @@ def test_a_lost_compare_and_swap_is_a_rejection():
     uuid = c.create("small", "host1")
     before = snapshot(c)
     result = run_concurrently(
-        [("resize", lambda: c.resize(uuid, "medium", "host2")), ("resize", lambda: c.resize(uuid, "large", "host3"))],
+        [
+            ("resize", lambda: c.resize(uuid, "medium", "host2")),
+            ("resize", lambda: c.resize(uuid, "large", "host3")),
+        ],
         {(0, "db.instance.save", 0): 5},
     )
     first, second = (outcome.error for outcome in result.outcomes)

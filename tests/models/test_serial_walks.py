@@ -87,7 +87,11 @@ def walk(topology: Topology, ops: list[tuple[Any, ...]]) -> None:
 
 
 #: a few instances first, so that most operations have something to act on
-walks = st.builds(lambda first, rest: first + rest, st.lists(creates, min_size=1, max_size=4), st.lists(operations, max_size=30))
+walks = st.builds(
+    lambda first, rest: first + rest,
+    st.lists(creates, min_size=1, max_size=4),
+    st.lists(operations, max_size=30),
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

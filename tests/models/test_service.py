@@ -74,7 +74,11 @@ def scenario() -> tuple[Cloud, RunResult]:
             ("create", lambda: c.create("medium")),
             ("audit", lambda: c.update_available_resource("host1")),
         ],
-        {(0, "db.migration.save", 0): 3, (1, "placement.move_allocations", 0): 2, (3, "db.instance.get_by_host_and_node", 0): 1},
+        {
+            (0, "db.migration.save", 0): 3,
+            (1, "placement.move_allocations", 0): 2,
+            (3, "db.instance.get_by_host_and_node", 0): 1,
+        },
     )
     return c, result
 
