@@ -55,17 +55,8 @@ class Conductor:
 
     def migrate_server(self, instance: Instance, flavor: Flavor, hosts: list[str]) -> None:
         """Resize or cold-migrate: migration record, source allocation to it, claim, prep_resize."""
-        assert instance.host is not None and instance.node is not None
-        migration = Migration(
-            uuid=self.db.new_uuid(),
-            instance_uuid=instance.uuid,
-            source_compute=instance.host,
-            source_node=instance.node,
-            status="pre-migrating",
-            migration_type=RESIZE if flavor.name != instance.flavor.name else MIGRATION,
-            old_flavor=instance.flavor,
-            new_flavor=flavor,
-        )
+        migration_type = RESIZE if flavor.name != instance.flavor.name else MIGRATION
+        migration = Migration.of_move(self.db.new_uuid(), instance, migration_type, "pre-migrating", flavor)
         self.db.migration_create(migration)
         self.placement.move_allocations(instance.uuid, migration.uuid)
         try:

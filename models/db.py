@@ -6,6 +6,11 @@ The queries are Nova's, with its filters: in particular
 ``migration_get_in_progress_and_error`` leaves out the terminal statuses but
 keeps ``error``.  The oracle reads the stored rows directly (``instances``,
 ``migrations``), without delay sites or copies.
+
+Soft-deleted instances and finished migrations stay stored for ever, so the
+queries the services run on every operation read small indexes kept beside
+the tables (live instances, open migrations, each instance's migrations),
+in the tables' order, instead of scanning every row ever written.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ class Database:
         self.instances: dict[str, Instance] = {}
         #: id -> stored row, in creation order
         self.migrations: dict[int, Migration] = {}
+        #: the rows of ``instances`` not deleted, in creation order
+        self._live_instances: dict[str, Instance] = {}
+        #: the rows of ``migrations`` not in a terminal status, in id order
+        self._open_migrations: dict[int, Migration] = {}
+        #: instance uuid -> its rows of ``migrations``, oldest first
+        self._migrations_by_instance: dict[str, list[Migration]] = {}
         #: nodename -> stored record
         self.compute_nodes: dict[str, ComputeNode] = {}
         #: nodename -> address -> (status, instance uuid)
@@ -47,7 +58,9 @@ class Database:
 
     def instance_create(self, instance: Instance) -> None:
         checkpoint(sites.DB_INSTANCE_CREATE)
-        self.instances[instance.uuid] = instance.copy_for(None)
+        row = instance.copy_for(None)
+        self.instances[instance.uuid] = row
+        self._live_instances[instance.uuid] = row
         instance.__dict__["_db"] = self
         instance._changes.clear()
 
@@ -63,8 +76,8 @@ class Database:
         checkpoint(sites.DB_INSTANCE_GET_BY_HOST_AND_NODE)
         return [
             row.copy_for(self)
-            for row in self.instances.values()
-            if not row.deleted and row.host == host and row.node == node
+            for row in self._live_instances.values()
+            if row.host == host and row.node == node
         ]
 
     def instance_save(self, instance: Instance, expected: Mapping[str, Any]) -> None:
@@ -89,6 +102,7 @@ class Database:
         row = self._live_row(instance.uuid)
         row.__dict__["deleted"] = True
         instance.__dict__["deleted"] = True
+        del self._live_instances[instance.uuid]
 
     def _live_row(self, uuid: str) -> Instance:
         row = self.instances.get(uuid)
@@ -104,19 +118,33 @@ class Database:
         migration.__dict__["created_at"] = self.tick()
         migration.__dict__["_db"] = self
         migration._changes.clear()
-        self.migrations[migration.id] = migration.copy_for(None)
+        row = migration.copy_for(None)
+        self.migrations[row.id] = row
+        self._migrations_by_instance.setdefault(row.instance_uuid, []).append(row)
+        self._index_status(row)
 
     def migration_save(self, migration: Migration) -> None:
         migration.updated_at = self.tick()
-        migration._write_into(self.migrations[migration.id])
+        row = self.migrations[migration.id]
+        migration._write_into(row)
+        self._index_status(row)
+
+    def _index_status(self, row: Migration) -> None:
+        """Keep ``_open_migrations`` in step with the row's status."""
+        if row.status in TERMINAL_MIGRATION_STATUSES:
+            self._open_migrations.pop(row.id, None)
+        elif row.id not in self._open_migrations:
+            self._open_migrations[row.id] = row
+            if row.id != max(self._open_migrations):
+                # Reopened (a stale copy saved 'error' over a terminal status): back into id order.
+                self._open_migrations = dict(sorted(self._open_migrations.items()))
 
     def migration_get_in_progress_and_error(self, host: str, node: str) -> list[Migration]:
         checkpoint(sites.DB_MIGRATION_GET_IN_PROGRESS_AND_ERROR)
         return [
             row.copy_for(self)
-            for row in self.migrations.values()
-            if row.status not in TERMINAL_MIGRATION_STATUSES
-            and (
+            for row in self._open_migrations.values()
+            if (
                 (row.source_compute == host and row.source_node == node)
                 or (row.dest_compute == host and row.dest_node == node)
             )
@@ -124,8 +152,8 @@ class Database:
 
     def migration_get_by_instance_and_status(self, instance_uuid: str, status: str) -> Migration | None:
         checkpoint(sites.DB_MIGRATION_GET_BY_INSTANCE_AND_STATUS)
-        for row in reversed(self.migrations.values()):
-            if row.instance_uuid == instance_uuid and row.status == status:
+        for row in reversed(self._migrations_by_instance.get(instance_uuid, ())):
+            if row.status == status:
                 found: Migration = row.copy_for(self)
                 return found
         return None
@@ -145,7 +173,7 @@ class Database:
 
     def migrations_of(self, instance_uuid: str) -> list[Migration]:
         """Stored rows of one instance's migrations, oldest first (no copy, no delay site)."""
-        return [row for row in self.migrations.values() if row.instance_uuid == instance_uuid]
+        return list(self._migrations_by_instance.get(instance_uuid, ()))
 
     # -- compute nodes -----------------------------------------------------------
 

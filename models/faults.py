@@ -12,11 +12,9 @@ switch restores Nova's code.  The interleaving that exposes each one is in
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import fixtures
-from oslo_concurrency import lockutils
 
 from models import sites
 from models.errors import AllocationConflict
@@ -33,26 +31,18 @@ from models.records import (
     Instance,
     Migration,
 )
-from models.resource_tracker import COMPUTE_RESOURCE_SEMAPHORE, ResourceTracker, _allow_resource_removal
+from models.resource_tracker import ResourceTracker, _allow_resource_removal, compute_resources_lock
 from stateful.faults import Fault
-from stateful.locks import on_host
 from stateful.scheduler import checkpoint
 
 RT = "models.resource_tracker.ResourceTracker."
 MANAGER = "models.manager.ComputeManager."
 
-
-def _bug(number: int) -> str:
-    return f"https://bugs.launchpad.net/nova/+bug/{number}"
-
-
-@contextlib.contextmanager
-def _rt_lock(rt: ResourceTracker) -> Iterator[None]:
-    with on_host(rt.host), lockutils.lock(COMPUTE_RESOURCE_SEMAPHORE, fair=True):
-        yield
+#: A method's path, and what makes its replacement (when the fixture is built).
+Replacement = tuple[str, Callable[[], Any]]
 
 
-def _patches(*replacements: tuple[str, Callable[[], Any]]) -> Callable[[], fixtures.Fixture]:
+def _patches(*replacements: Replacement) -> Callable[[], fixtures.Fixture]:
     """A fixture factory; each replacement is built when the fixture is, so switches stack."""
 
     def fixture() -> fixtures.Fixture:
@@ -94,7 +84,7 @@ def _drop_move_claim_at_source_status_first(
     """Ussuri: confirm saved the migration as confirmed before, and outside the lock of, the drop."""
     migration.status = "confirmed"
     migration.save()
-    with _rt_lock(self):
+    with compute_resources_lock(self.host):
         self._drop_move_claim(instance, migration.source_node, instance.old_flavor, prefix="old_")
     instance.drop_migration_context()
 
@@ -108,7 +98,7 @@ def _drop_move_claim_at_dest_status_first(
     migration.save()
     instance.revert_migration_context()
     instance.save(expected_task_state=[RESIZE_REVERTING])
-    with _rt_lock(self):
+    with compute_resources_lock(self.host):
         self._drop_move_claim(instance, migration.dest_node)
 
 
@@ -117,7 +107,7 @@ def _confirm_resize_stash_first(self: ComputeManager, instance: Instance, migrat
     old_flavor = instance.old_flavor
     self._delete_stashed_flavor_info(instance)
     checkpoint(sites.COMPUTE_CONFIRM_MIGRATION)
-    with _rt_lock(self.rt):
+    with compute_resources_lock(self.rt.host):
         migration.status = "confirmed"
         migration.save()
         self.rt._drop_move_claim(instance, migration.source_node, old_flavor, prefix="old_")
@@ -259,7 +249,7 @@ def _forgets_instance_after_drop(self: ResourceTracker, migration: Migration | N
 def _drop_move_claim_at_dest_as_nova(self: ResourceTracker, instance: Instance, migration: Migration) -> None:
     """Nova: this host's lock only; the instance stays on the destination until finish_revert_resize."""
     assert migration.dest_node is not None
-    with _rt_lock(self):
+    with compute_resources_lock(self.host):
         migration.status = "reverted"
         migration.save()
         self._drop_move_claim(instance, migration.dest_node, instance.new_flavor, prefix="new_")
@@ -305,214 +295,182 @@ def _rollback_live_migration_as_nova(
     self._set_migration_status(migration, "failed")
 
 
-def _wrapping(path: str, wrapper: Callable[[Any], Any]) -> tuple[str, Callable[[], Any]]:
+def _wrapping(path: str, wrapper: Callable[[Any], Any]) -> Replacement:
     return path, lambda: wrapper(_current(path))
 
 
-def _replacing(path: str, replacement: Any) -> tuple[str, Callable[[], Any]]:
+def _replacing(path: str, replacement: Any) -> Replacement:
     return path, lambda: replacement
 
 
 _STASH_FIRST = _replacing(MANAGER + "_confirm_resize", _confirm_resize_stash_first)
 _ACTIVE_FIRST = _replacing(MANAGER + "_finish_rebuild", _finish_rebuild_active_first)
 _LIVE_MIGRATION_UNLOCKED = _replacing(RT + "finish_live_migration", _finish_live_migration_unlocked)
-_NOVA_34 = "found by this suite in nova 34.0.0: "
+
+#: What subtracting an instance's usage once too often breaks: the counters fall below
+#: the reserved amounts (and zero), or unpinning CPUs that are no longer pinned raises.
+_SUBTRACTED_TWICE = (
+    "no-negative-usage",
+    "usage-not-below-reserved",
+    "usage-matches-oracle",
+    "no-unexpected-error",
+)
+
+
+def _lp(name: str, description: str, *replacements: Replacement, breaks: tuple[str, ...]) -> Fault:
+    """A race Nova fixed, brought back; ``name`` is ``lp<bug number>``, maybe with ``-<part>``."""
+    number = name[2:].partition("-")[0]
+    bug = f"https://bugs.launchpad.net/nova/+bug/{number}"
+    return Fault(name, "model", bug, description, _patches(*replacements), breaks=breaks)
+
+
+def _nova_open(
+    name: str, where: str, description: str, *replacements: Replacement, breaks: tuple[str, ...]
+) -> Fault:
+    """A race still in Nova's code that the model fixes; ``where`` says where Nova has it."""
+    bug = "found by this suite in nova 34.0.0: " + where
+    return Fault(name, "model", bug, description, _patches(*replacements), breaks=breaks)
+
 
 FAULTS: list[Fault] = [
-    Fault(
+    _lp(
         "lp1896463",
-        "model",
-        _bug(1896463),
         "finish_evacuation runs outside the RT lock; an audit between its two reads frees the PCI claim",
-        _patches(_replacing(RT + "finish_evacuation", _finish_evacuation_unlocked), _ACTIVE_FIRST),
+        _replacing(RT + "finish_evacuation", _finish_evacuation_unlocked),
+        _ACTIVE_FIRST,
         breaks=("usage-matches-oracle", "no-unexpected-error"),
     ),
-    Fault(
+    _lp(
         "lp1879878-confirm",
-        "model",
-        _bug(1879878),
         "confirm saves the migration confirmed before, and outside the lock of, the claim drop",
-        _patches(_replacing(RT + "drop_move_claim_at_source", _drop_move_claim_at_source_status_first)),
-        breaks=(
-            "no-negative-usage",
-            "usage-not-below-reserved",
-            "usage-matches-oracle",
-            "no-unexpected-error",
-        ),
+        _replacing(RT + "drop_move_claim_at_source", _drop_move_claim_at_source_status_first),
+        breaks=_SUBTRACTED_TWICE,
     ),
-    Fault(
+    _lp(
         "lp1879878-revert",
-        "model",
-        _bug(1879878),
         "revert saves 'reverted' and reverts the context before, and outside the lock of, the claim drop",
-        _patches(_replacing(RT + "drop_move_claim_at_dest", _drop_move_claim_at_dest_status_first)),
+        _replacing(RT + "drop_move_claim_at_dest", _drop_move_claim_at_dest_status_first),
         breaks=("usage-matches-oracle", "no-unexpected-error", "no-double-ownership"),
     ),
-    Fault(
+    _lp(
         "lp1879878-stash",
-        "model",
-        _bug(1879878),
         "confirm clears the stashed old_flavor first, while the migration is still in progress",
-        _patches(_STASH_FIRST),
-        breaks=(
-            "no-unexpected-error",
-            "no-negative-usage",
-            "usage-not-below-reserved",
-            "usage-matches-oracle",
-        ),
+        _STASH_FIRST,
+        breaks=_SUBTRACTED_TWICE,
     ),
-    Fault(
+    _lp(
         "lp1818914",
-        "model",
-        _bug(1818914),
         "dropping a move claim subtracts only for a tracked migration, not a still-tracked instance",
-        _patches(_replacing(RT + "_drop_move_claim", _drop_move_claim_tracked_migrations_only)),
+        _replacing(RT + "_drop_move_claim", _drop_move_claim_tracked_migrations_only),
         breaks=("usage-matches-oracle", "terminal-holds-nothing"),
     ),
-    Fault(
+    _lp(
         "lp1834349",
-        "model",
-        _bug(1834349),
         "the audit dereferences an outbound migration's old_flavor that confirm cleared "
         "(with Stein's early clear)",
-        _patches(_wrapping(RT + "_update_usage_from_migration", _logs_outgoing_flavor), _STASH_FIRST),
-        breaks=(
-            "no-unexpected-error",
-            "no-negative-usage",
-            "usage-not-below-reserved",
-            "usage-matches-oracle",
-        ),
+        _wrapping(RT + "_update_usage_from_migration", _logs_outgoing_flavor),
+        _STASH_FIRST,
+        breaks=_SUBTRACTED_TWICE,
     ),
-    Fault(
+    _lp(
         "lp1095403",
-        "model",
-        _bug(1095403),
         "the audit subtracts the usage of a deleted instance whose row still exists",
-        _patches(
-            _replacing(RT + "_counts_instance", _counts_every_instance),
-            _replacing(RT + "_is_removed_instance", _removes_untracked_instances),
-        ),
-        breaks=(
-            "no-negative-usage",
-            "usage-not-below-reserved",
-            "usage-matches-oracle",
-            "no-unexpected-error",
-        ),
+        _replacing(RT + "_counts_instance", _counts_every_instance),
+        _replacing(RT + "_is_removed_instance", _removes_untracked_instances),
+        breaks=_SUBTRACTED_TWICE,
     ),
-    Fault(
+    _lp(
         "lp1600304",
-        "model",
-        _bug(1600304),
         "the audit counts a stale in-progress migration the instance's migration context doesn't name",
-        _patches(_replacing(RT + "_skip_stale_migration", _never_stale)),
+        _replacing(RT + "_skip_stale_migration", _never_stale),
         breaks=("usage-matches-oracle",),
     ),
-    Fault(
+    _lp(
         "lp1707071",
-        "model",
-        _bug(1707071),
         "audits rewrite instances' allocations to their own provider and delete those of moved instances",
-        _patches(_replacing(RT + "_remove_deleted_instances_allocations", _pike_allocation_heal)),
+        _replacing(RT + "_remove_deleted_instances_allocations", _pike_allocation_heal),
         breaks=("placement-matches-oracle", "terminal-holds-nothing"),
     ),
-    Fault(
+    _lp(
         "lp1729371",
-        "model",
-        _bug(1729371),
         "the audit deletes the allocation of an instance not yet in the database or not yet on a host",
-        _patches(_replacing(RT + "_allocation_is_stale", _unknown_or_unhosted_is_stale)),
+        _replacing(RT + "_allocation_is_stale", _unknown_or_unhosted_is_stale),
         breaks=("placement-matches-oracle",),
     ),
-    Fault(
+    _lp(
         "lp1849165",
-        "model",
-        _bug(1849165),
         "the audit reads the migration context of an incoming live migration that has none yet",
+        _wrapping(RT + "_populate_assigned_resources", _reads_every_migration_context),
         # Nova moves a live-migrated instance outside the RT lock (as it did in
         # Train), and that window is where a tracked migration lacks its context.
-        _patches(
-            _wrapping(RT + "_populate_assigned_resources", _reads_every_migration_context),
-            _LIVE_MIGRATION_UNLOCKED,
-        ),
+        _LIVE_MIGRATION_UNLOCKED,
         breaks=("no-unexpected-error", "usage-matches-oracle"),
     ),
-    Fault(
+    _nova_open(
         "nova-open-delete-after-move",
-        "model",
-        _NOVA_34 + "update_usage() and _drop_move_claim() (nova/compute/resource_tracker.py)",
+        "update_usage() and _drop_move_claim() (nova/compute/resource_tracker.py)",
         "deleting an instance that arrived by a move, or was resized on its host, before an audit "
         "leaves it counted",
-        _patches(
-            _replacing(RT + "_track_arrived_instance", _ignores_arrived_instance),
-            _replacing(RT + "_stays_after_drop", _forgets_instance_after_drop),
-        ),
+        _replacing(RT + "_track_arrived_instance", _ignores_arrived_instance),
+        _replacing(RT + "_stays_after_drop", _forgets_instance_after_drop),
         breaks=("usage-matches-oracle", "terminal-holds-nothing"),
     ),
-    Fault(
+    _nova_open(
         "nova-open-evacuation-active-early",
-        "model",
-        "found by this suite in nova 34.0.0: ComputeManager._do_rebuild_instance saves the instance active "
+        "ComputeManager._do_rebuild_instance saves the instance active "
         "before rebuild_instance calls ResourceTracker.finish_evacuation (nova/compute/manager.py)",
         "an audit between the rebuilt instance's active save and finish_evacuation counts it on no host",
-        _patches(_ACTIVE_FIRST),
+        _ACTIVE_FIRST,
         breaks=("usage-matches-oracle",),
     ),
-    Fault(
+    _nova_open(
         "nova-open-revert-window",
-        "model",
-        _NOVA_34 + "drop_move_claim_at_dest marks the migration reverted while the instance stays on the "
+        "drop_move_claim_at_dest marks the migration reverted while the instance stays on the "
         "destination until finish_revert_resize (nova/compute/resource_tracker.py, manager.py)",
         "audits between the revert's claim drop and finish_revert_resize swap usage between the hosts",
-        _patches(_replacing(RT + "drop_move_claim_at_dest", _drop_move_claim_at_dest_as_nova)),
+        _replacing(RT + "drop_move_claim_at_dest", _drop_move_claim_at_dest_as_nova),
         breaks=("usage-matches-oracle", "no-unexpected-error", "no-double-ownership"),
     ),
-    Fault(
+    _nova_open(
         "nova-open-resize-finish-window",
-        "model",
-        _NOVA_34 + "the audit applies an incoming resize's migration context but not its flavor, which "
+        "the audit applies an incoming resize's migration context but not its flavor, which "
         "finish_resize switches without telling the RT (nova/compute/resource_tracker.py, manager.py)",
         "an audit before finish_resize counts the old flavor, or, on the same node, pins the new CPUs twice",
-        _patches(_replacing(RT + "_apply_incoming_migration", _applies_every_incoming_context)),
+        _replacing(RT + "_apply_incoming_migration", _applies_every_incoming_context),
         breaks=("usage-matches-oracle", "no-unexpected-error"),
     ),
-    Fault(
+    _nova_open(
         "nova-open-delete-pci-leak",
-        "model",
-        _NOVA_34 + "update_usage frees nothing for an instance an audit already stopped tracking, and "
+        "update_usage frees nothing for an instance an audit already stopped tracking, and "
         "clean_usage spares it (nova/compute/resource_tracker.py, nova/pci/manager.py)",
         "an audit between a delete's 'deleted' save and its update_usage leaves the PCI devices allocated",
-        _patches(_replacing(RT + "_free_untracked_devices", _frees_nothing_untracked)),
+        _replacing(RT + "_free_untracked_devices", _frees_nothing_untracked),
         breaks=("terminal-holds-nothing", "usage-matches-oracle"),
     ),
-    Fault(
+    _nova_open(
         "nova-open-live-migration-unlocked",
-        "model",
-        _NOVA_34 + "post_live_migration_at_destination moves the instance outside the RT lock "
+        "post_live_migration_at_destination moves the instance outside the RT lock "
         "(nova/compute/manager.py), the race bug 1896463 fixed for evacuation",
         "a destination audit between its two reads counts a live-migrated instance nowhere and frees its PCI",
-        _patches(_LIVE_MIGRATION_UNLOCKED),
+        _LIVE_MIGRATION_UNLOCKED,
         breaks=("usage-matches-oracle", "no-unexpected-error"),
     ),
-    Fault(
+    _nova_open(
         "nova-open-live-migration-rollback-window",
-        "model",
-        _NOVA_34 + "_rollback_live_migration has the destination drop its claim before the source clears "
+        "_rollback_live_migration has the destination drop its claim before the source clears "
         "the instance's task state (nova/compute/manager.py)",
         "a destination audit between a live-migration rollback's claim drop and its end counts the "
         "instance again",
-        _patches(
-            _replacing(MANAGER + "drop_move_claim_at_destination", _drop_move_claim_at_destination_as_nova),
-            _replacing(MANAGER + "_rollback_live_migration", _rollback_live_migration_as_nova),
-        ),
+        _replacing(MANAGER + "drop_move_claim_at_destination", _drop_move_claim_at_destination_as_nova),
+        _replacing(MANAGER + "_rollback_live_migration", _rollback_live_migration_as_nova),
         breaks=("usage-matches-oracle",),
     ),
-    Fault(
+    _nova_open(
         "nova-open-live-migration-rollback-pci",
-        "model",
-        _NOVA_34 + "an audit allocates an incoming live migration's claimed PCI devices and "
+        "an audit allocates an incoming live migration's claimed PCI devices and "
         "rollback_live_migration_at_destination frees claims only (nova/compute/manager.py)",
         "a destination audit during a live migration that rolls back leaves its PCI devices allocated there",
-        _patches(_replacing(RT + "_free_audited_claims", _frees_claims_only)),
+        _replacing(RT + "_free_audited_claims", _frees_claims_only),
         breaks=("usage-matches-oracle",),
     ),
 ]

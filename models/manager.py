@@ -103,8 +103,7 @@ class ComputeManager:
                 continue
             if not instance.deleted:
                 self.placement.remove_provider_from_allocation(instance.uuid, migration.source_node)
-            migration.status = "completed"
-            migration.save()
+            self._set_migration_status(migration, "completed")
 
     @endpoint
     def update_available_resource(self) -> None:
@@ -175,8 +174,7 @@ class ComputeManager:
 
     def _resize_claim_failed(self, instance: Instance, migration: Migration) -> None:
         """No alternate host: the conductor's rollback (migration error, allocations back)."""
-        migration.status = "error"
-        migration.save()
+        self._set_migration_status(migration, "error")
         self.placement.move_allocations(migration.uuid, instance.uuid)
         instance.new_flavor = None
         instance.task_state = None
@@ -185,13 +183,11 @@ class ComputeManager:
     @endpoint
     def resize_instance(self, instance: Instance, migration: Migration) -> None:
         """On the source: power off, copy, and hand the instance to the destination."""
-        migration.status = "migrating"
-        migration.save()
+        self._set_migration_status(migration, "migrating")
         instance.task_state = RESIZE_MIGRATING
         instance.save(expected_task_state=[RESIZE_PREP])
         checkpoint(sites.COMPUTE_MIGRATE_DISK_AND_POWER_OFF)
-        migration.status = "post-migrating"
-        migration.save()
+        self._set_migration_status(migration, "post-migrating")
         instance.host = migration.dest_compute
         instance.node = migration.dest_node
         instance.old_flavor = instance.flavor
@@ -211,8 +207,7 @@ class ComputeManager:
         instance.task_state = RESIZE_FINISH
         instance.save(expected_task_state=[RESIZE_MIGRATED])
         checkpoint(sites.COMPUTE_FINISH_MIGRATION)
-        migration.status = "finished"
-        migration.save()
+        self._set_migration_status(migration, "finished")
         instance.vm_state = RESIZED
         instance.task_state = None
         instance.save(expected_task_state=[RESIZE_FINISH])
@@ -303,8 +298,7 @@ class ComputeManager:
         try:
             self.rt.rebuild_claim(instance, self.nodename, migration)
         except ComputeResourcesUnavailable:
-            migration.status = "failed"
-            migration.save()
+            self._set_migration_status(migration, "failed")
             self.rt.delete_allocation_for_evacuated_instance(instance, self.nodename)
             instance.task_state = None
             instance.save(expected_task_state=[REBUILDING])

@@ -54,23 +54,40 @@ SAVED = ":db"
 
 
 def observe(cloud: Cloud, include_saved: bool = True) -> dict[str, Any]:
-    """The accounting the services hold now, as plain data."""
+    """The accounting the services hold now, as plain data.
+
+    ``include_saved=False`` is the cheap observation the checks made at every
+    checkpoint of a step read (``Target.observe_counters``): each up node's
+    in-memory usage and owner maps, the reserved amounts and the down hosts,
+    without the saved records, placement or the fields derived from the
+    database's rows (``servers`` is left empty).
+    """
     usage: dict[str, dict[str, int]] = {}
     pci_owners: dict[str, dict[str, list[str]]] = {}
     cpu_owners: dict[str, dict[str, list[str]]] = {}
+    db, down = cloud.db, cloud.down
     for host, manager in cloud.computes.items():
-        if cloud.down[host]:
+        if down[host]:
             continue
         rt = manager.rt
         for nodename, cn in rt.compute_nodes.items():
             owners = rt.pci_tracker.owners()
             usage[nodename] = _usage(cn, len(owners))
             if include_saved:
-                saved_devices = cloud.db.pci_devices.get(nodename, {})
+                saved_devices = db.pci_devices.get(nodename, {})
                 in_use = sum(1 for _, owner in saved_devices.values() if owner is not None)
-                usage[nodename + SAVED] = _usage(cloud.db.compute_nodes[nodename], in_use)
+                usage[nodename + SAVED] = _usage(db.compute_nodes[nodename], in_use)
             pci_owners[nodename] = owners
             cpu_owners[nodename] = _invert(rt.assigned_resources)
+    if not include_saved:
+        return {
+            "usage": usage,
+            "reserved": _reserved_floors(cloud),
+            "pci_owners": pci_owners,
+            "cpu_owners": cpu_owners,
+            "servers": {},
+            "down_hosts": _down_hosts(cloud),
+        }
     return _observation(cloud, usage, pci_owners, cpu_owners, _copy_allocations(cloud.placement.allocations))
 
 
@@ -216,6 +233,8 @@ def _usage(cn: ComputeNode, pci_in_use: int) -> dict[str, int]:
 
 
 def _invert(assigned: dict[str, tuple[int, ...]]) -> dict[str, list[str]]:
+    if not assigned:
+        return {}
     owners: dict[int, list[str]] = {}
     for uuid, cpus in assigned.items():
         for cpu in cpus:
@@ -241,19 +260,11 @@ def _observation(
 ) -> dict[str, Any]:
     """The record-derived fields both sides share, around the ones they differ in."""
     db = cloud.db
-    up_nodes = [node for node, cn in db.compute_nodes.items() if not cloud.down[cn.host]]
     terminal = [m.uuid for m in db.migrations.values() if m.status in TERMINAL_MIGRATION_STATUSES]
     terminal += [i.uuid for i in db.instances.values() if i.deleted or i.vm_state == DELETED]
     return {
         "usage": usage,
-        "reserved": {
-            node: {
-                "vcpus": db.compute_nodes[node].reserved_host_cpus,
-                "memory_mb": db.compute_nodes[node].reserved_host_memory_mb,
-                "disk_gb": db.compute_nodes[node].reserved_host_disk_gb,
-            }
-            for node in up_nodes
-        },
+        "reserved": _reserved_floors(cloud),
         "allocations": allocations,
         "pci_owners": pci_owners,
         "cpu_owners": cpu_owners,
@@ -264,5 +275,23 @@ def _observation(
             for i in db.instances.values()
             if not i.deleted
         },
-        "down_hosts": sorted(host for host, down in cloud.down.items() if down),
+        "down_hosts": _down_hosts(cloud),
     }
+
+
+def _reserved_floors(cloud: Cloud) -> dict[str, dict[str, int]]:
+    """Each up node's reserved amounts: the floor its usage can't go below."""
+    down = cloud.down
+    return {
+        node: {
+            "vcpus": cn.reserved_host_cpus,
+            "memory_mb": cn.reserved_host_memory_mb,
+            "disk_gb": cn.reserved_host_disk_gb,
+        }
+        for node, cn in cloud.db.compute_nodes.items()
+        if not down[cn.host]
+    }
+
+
+def _down_hosts(cloud: Cloud) -> list[str]:
+    return sorted(host for host, down in cloud.down.items() if down)

@@ -270,6 +270,30 @@ class Migration(Row):
     #: The instance the audit paired with this migration (``migration.instance``).
     _instance: Instance | None = None
 
+    @classmethod
+    def of_move(
+        cls,
+        uuid: str,
+        instance: Instance,
+        migration_type: str,
+        status: str,
+        new_flavor: Flavor,
+        dest_compute: str | None = None,
+    ) -> Migration:
+        """The record of a move of ``instance`` from where it is now, with the flavor it has now."""
+        assert instance.host is not None and instance.node is not None
+        return cls(
+            uuid=uuid,
+            instance_uuid=instance.uuid,
+            source_compute=instance.host,
+            source_node=instance.node,
+            dest_compute=dest_compute,
+            status=status,
+            migration_type=migration_type,
+            old_flavor=instance.flavor,
+            new_flavor=new_flavor,
+        )
+
     def save(self) -> None:
         checkpoint(sites.DB_MIGRATION_SAVE)
         if self._db is None:

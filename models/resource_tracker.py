@@ -53,15 +53,25 @@ Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 def synchronized(method: Method) -> Method:
-    """Run an RT entry point on its host under the host's ``compute_resources`` lock."""
-    locked = lockutils.synchronized(COMPUTE_RESOURCE_SEMAPHORE, fair=True)(method)
+    """Run an RT entry point on its host under the host's ``compute_resources`` lock.
+
+    The lock is the one ``lockutils.synchronized(COMPUTE_RESOURCE_SEMAPHORE, fair=True)``
+    takes, without that decorator's debug logging and timing.
+    """
 
     @functools.wraps(method)
     def on_own_host(self: ResourceTracker, *args: Any, **kwargs: Any) -> Any:
-        with on_host(self.host):
-            return locked(self, *args, **kwargs)
+        with on_host(self.host), lockutils.lock(COMPUTE_RESOURCE_SEMAPHORE, fair=True, do_log=False):
+            return method(self, *args, **kwargs)
 
     return on_own_host  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def compute_resources_lock(host: str) -> Iterator[None]:
+    """The host's ``compute_resources`` lock, for code that takes it outside an entry point."""
+    with on_host(host), lockutils.lock(COMPUTE_RESOURCE_SEMAPHORE, fair=True, do_log=False):
+        yield
 
 
 @contextlib.contextmanager
@@ -69,8 +79,7 @@ def _compute_resources_locks(*hosts: str) -> Iterator[None]:
     """Several hosts' RT locks at once, taken in name order so that no two callers deadlock."""
     with contextlib.ExitStack() as stack:
         for host in sorted(set(hosts)):
-            stack.enter_context(on_host(host))
-            stack.enter_context(lockutils.lock(COMPUTE_RESOURCE_SEMAPHORE, fair=True))
+            stack.enter_context(compute_resources_lock(host))
         yield
 
 
@@ -98,6 +107,12 @@ class ResourceTracker:
         self.host = host
         self.db = db
         self.placement = placement
+        # Held for the RT's life, as a service's lock lives as long as it does:
+        # oslo keeps fair locks only weakly, and one rebuilt on every acquire
+        # costs a failed ``import eventlet`` (a search of sys.path) each time.
+        # Entry points still take the lock through lockutils, by name.
+        with on_host(host):
+            self._compute_resources = lockutils.internal_fair_lock(COMPUTE_RESOURCE_SEMAPHORE)
         # A (re)started service reads its node back from the database.
         node = db.compute_node_get(host)
         self.compute_nodes: dict[str, ComputeNode] = {node.hypervisor_hostname: node}

@@ -373,17 +373,8 @@ class Cloud:
 
     def _new_migration(self, instance: Instance, migration_type: str, dest_host: str | None) -> Migration:
         """Evacuations and live migrations get their record from the API, status 'accepted'."""
-        assert instance.host is not None and instance.node is not None
-        migration = Migration(
-            uuid=self.db.new_uuid(),
-            instance_uuid=instance.uuid,
-            source_compute=instance.host,
-            source_node=instance.node,
-            dest_compute=dest_host,
-            status="accepted",
-            migration_type=migration_type,
-            old_flavor=instance.flavor,
-            new_flavor=instance.flavor,
+        migration = Migration.of_move(
+            self.db.new_uuid(), instance, migration_type, "accepted", instance.flavor, dest_compute=dest_host
         )
         self.db.migration_create(migration)
         return migration

@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, Phase, settings
 _COMMON = dict(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    stateful_step_count=12,
+    # Races need a few set-up steps (create, resize, host down) before the
+    # racing one; longer examples reach more of them per example.
+    stateful_step_count=25,
 )
 
 PROFILES = {

@@ -88,6 +88,13 @@ class Strategy(Protocol):
     def delay(self, task: int, site: str, nth: int) -> int:
         """The virtual delay for ``task`` reaching ``site`` for the ``nth`` time."""
 
+    def free_delay(self, task: int, site: str, nth: int) -> int | None:
+        """That delay if it needs no draw from Hypothesis, else None (then :meth:`delay` is asked).
+
+        Called on the task's own thread: a checkpoint whose delay is free and
+        after which the same task runs on is passed without a thread switch.
+        """
+
     def pick(self, runnable: Sequence[Task]) -> Task:
         """The task that runs next among those ready."""
 
@@ -176,6 +183,7 @@ class Task:
     reached: Counter[str] = field(default_factory=Counter)
     _resume: threading.Lock = field(default_factory=threading.Lock)
     _pending_site: str | None = None
+    _pending_delay: int | None = None
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.name)
@@ -214,9 +222,12 @@ class Scheduler:
     """Runs operations as tasks, one at a time, following a strategy.
 
     A scheduler is used for one run: create one per concurrent step.
-    ``on_checkpoint`` is called in the control thread after every checkpoint,
-    while every task is paused, so it may inspect the shared state safely (the
-    fuzzer checks its always-true invariants there).
+    ``on_checkpoint`` is called after every checkpoint while no task runs, so
+    it may inspect the shared state safely (the fuzzer checks its always-true
+    invariants there): in the control thread, or with
+    ``on_checkpoint_anywhere`` also on the thread of the task that reached
+    the checkpoint, which then runs on without a thread switch when the
+    strategy lets it (most checkpoints, under sparse delays).
     """
 
     def __init__(
@@ -225,11 +236,18 @@ class Scheduler:
         *,
         step_timeout: float = DEFAULT_STEP_TIMEOUT,
         on_checkpoint: Callable[[TraceEvent], None] | None = None,
+        on_checkpoint_anywhere: bool = False,
     ) -> None:
         self.strategy = strategy
         self.virtual = strategy.virtual
         self.step_timeout = step_timeout
         self.on_checkpoint = on_checkpoint
+        # Checkpoints pass without a thread switch only where on_checkpoint may
+        # run on a task's thread (it touches nothing bound to the caller's).
+        fast = on_checkpoint is None or on_checkpoint_anywhere
+        self._free_delay = getattr(strategy, "free_delay", None) if fast else None
+        #: An error raised by on_checkpoint on a task's thread, for the loop to raise.
+        self._failure: BaseException | None = None
         self.now = 0
         self.trace: list[TraceEvent] = []
         self.tasks: list[Task] = []
@@ -275,15 +293,20 @@ class Scheduler:
             task = self.strategy.pick(runnable)
             self.now = max(self.now, task.wake)
             self._switch_to(task)
+            if self._failure is not None:
+                raise self._failure
             site = task._pending_site
             if site is not None:
                 task._pending_site = None
-                self._account_checkpoint(task, site)
+                nth = task.reached[site]
+                delay = task._pending_delay
+                if delay is None:
+                    delay = self.strategy.delay(task.index, site, nth) if self._contended(task) else 0
+                task._pending_delay = None
+                self._account_checkpoint(task, site, nth, delay)
 
-    def _account_checkpoint(self, task: Task, site: str) -> None:
-        nth = task.reached[site]
+    def _account_checkpoint(self, task: Task, site: str, nth: int, delay: int) -> None:
         task.reached[site] = nth + 1
-        delay = self.strategy.delay(task.index, site, nth) if self._contended(task) else 0
         event = TraceEvent(self.now, task.index, task.name, "reach", site, delay)
         self.trace.append(event)
         task.wake = self.now + delay
@@ -352,8 +375,28 @@ class Scheduler:
         """A task reached a checkpoint (called on the task's thread)."""
         if task.cancelled:
             return  # unwinding: finally blocks may pass checkpoints; let them run
+        if self._free_delay is not None:
+            nth = task.reached[site]
+            delay = self._free_delay(task.index, site, nth) if self._contended(task) else 0
+            if delay is not None and self._runs_on(task, delay):
+                try:
+                    self._account_checkpoint(task, site, nth, delay)
+                except BaseException as error:  # noqa: BLE001 - raised by the loop, as on_checkpoint's
+                    self._failure = error
+                    self._yield(task)
+                self.now = max(self.now, task.wake)
+                return
+            task._pending_delay = delay
         task._pending_site = site
         self._yield(task)
+
+    def _runs_on(self, task: Task, delay: int) -> bool:
+        """Whether ``task``, delayed by ``delay`` here, is the one the strategy picks next."""
+        wake, task.wake = task.wake, self.now + delay
+        try:
+            return self.strategy.pick([other for other in self.tasks if other.state == READY]) is task
+        finally:
+            task.wake = wake
 
     def park(self, task: Task, lock: SchedulerLock) -> None:
         """Block ``task`` on ``lock`` until a release makes it ready again."""

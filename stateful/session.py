@@ -144,7 +144,12 @@ class Session(fixtures.Fixture):
             )
             self.recording.steps.append(StepRecord(ops))
             return run.outcomes, run.trace
-        scheduler = Scheduler(strategy, step_timeout=self.step_timeout, on_checkpoint=self._check_always)
+        scheduler = Scheduler(
+            strategy,
+            step_timeout=self.step_timeout,
+            on_checkpoint=self._check_always,
+            on_checkpoint_anywhere=getattr(self.target, "observes_from_any_thread", False),
+        )
         try:
             run = scheduler.run([(op.label, self.target.operation(op)) for op in ops])
         finally:

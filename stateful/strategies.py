@@ -1,7 +1,8 @@
 """Schedule strategies: where the delays (and so the interleavings) come from.
 
-* :class:`VirtualDelays` — the suite's own: every delay is Hypothesis data,
-  so Hypothesis explores interleavings and shrinks delays toward zero.
+* :class:`VirtualDelays` — the suite's own: sparse delays whose places and
+  sizes are Hypothesis data, so Hypothesis explores interleavings and shrinks
+  them to the few pauses that matter.
 * :class:`FixedDelays` — replays a recorded schedule (regression files,
   determinism checks, hand-written scenarios).
 * :class:`PCT` — probabilistic concurrency testing (Burckhardt et al.,
@@ -26,28 +27,56 @@ from stateful.scheduler import ScheduleEntry, Task, earliest_wake
 #: enough: what matters is the order of wake-up times, not their size.
 DEFAULT_MAX_DELAY = 8
 
+#: The spacings between one task's delays are drawn up to one of these
+#: bounds, itself drawn once per run.  Operations reach from a handful to a
+#: few dozen checkpoints; mixing short and long bounds gives every position,
+#: the deep ones too, a fair chance of being the first delay.
+GAP_SCALES = (4, 12, 24, 48)
+
 
 class VirtualDelays:
-    """Each checkpoint's delay is drawn from Hypothesis data, in virtual time.
+    """Sparse delays in virtual time, every choice drawn from Hypothesis data.
 
-    The drawn integer is in ``[0, 2*max_delay]`` and the delay is what it
-    exceeds ``max_delay`` by: about half the checkpoints are not delayed (a
-    few deviations from sequential order find races better than noise at
-    every site), and shrinking the integer still shrinks the delay.
+    Races need one or two well-placed pauses, not noise: a task delayed at
+    every other checkpoint hardly ever runs deep into an operation before the
+    others overtake it, yet that is where windows such as "between the audit's
+    instance read and its migration read" sit.  So each task counts down a
+    drawn number of checkpoints (its *gap*) before its next delay; there the
+    delay is drawn (0 to ``max_delay``; 0 means "no pause after all") and so
+    is the next gap.  All other checkpoints get no delay and cost no draw.
+
+    Shrinking works on the delays: a delay shrinks to 0 (one pause fewer) and
+    a gap towards 0 (the pause earlier), so a shrunk failure keeps only the
+    pauses that matter.  Only checkpoints where another task is ready to run
+    count down (see :meth:`Scheduler._contended`).
     """
 
     virtual = True
 
-    def __init__(self, data: Any, max_delay: int = DEFAULT_MAX_DELAY) -> None:
+    def __init__(self, data: Any, max_delay: int = DEFAULT_MAX_DELAY, scales: Sequence[int] = GAP_SCALES) -> None:
         self.data = data
-        self.max_delay = max_delay
-        self.draws = st.integers(0, 2 * max_delay)
+        self.delays = st.integers(0, max_delay)
+        self.scales = st.sampled_from(scales)
+        self.gaps: st.SearchStrategy[int] = st.nothing()
+        self.countdown: list[int] = []
 
     def begin(self, names: Sequence[str]) -> None:
-        pass
+        self.gaps = st.integers(0, self.data.draw(self.scales))
+        self.countdown = [self.data.draw(self.gaps) for _ in names]
+
+    def free_delay(self, task: int, site: str, nth: int) -> int | None:
+        if self.countdown[task]:
+            self.countdown[task] -= 1
+            return 0
+        return None
 
     def delay(self, task: int, site: str, nth: int) -> int:
-        return max(0, self.data.draw(self.draws) - self.max_delay)
+        free = self.free_delay(task, site, nth)
+        if free is not None:
+            return free
+        delay = self.data.draw(self.delays)
+        self.countdown[task] = self.data.draw(self.gaps)
+        return delay
 
     def pick(self, runnable: Sequence[Task]) -> Task:
         return earliest_wake(runnable)
@@ -74,6 +103,8 @@ class FixedDelays:
 
     def delay(self, task: int, site: str, nth: int) -> int:
         return self.delays.get((task, site, nth), 0)
+
+    free_delay = delay
 
     def pick(self, runnable: Sequence[Task]) -> Task:
         return earliest_wake(runnable)
@@ -116,6 +147,8 @@ class PCT:
             if point == self.steps:
                 self.priority[task] = self.depth - 1 - level
         return 1
+
+    free_delay = delay
 
     def pick(self, runnable: Sequence[Task]) -> Task:
         return max(runnable, key=lambda task: (self.priority[task.index], -task.index))

@@ -93,6 +93,10 @@ class Target(Protocol):
     name: str
     #: Exceptions that mean "the system refused the operation", not a bug.
     rejections: tuple[type[BaseException], ...]
+    #: Whether :meth:`observe_counters` may be called on any thread (it reads
+    #: nothing bound to the thread that built the target).  Then checkpoints
+    #: that change nothing in the schedule cost no thread switch.
+    observes_from_any_thread: bool
 
     def setup(self, topology: Mapping[str, Any]) -> None:
         """Build the system for a topology (see :mod:`stateful.topology`)."""

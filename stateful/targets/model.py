@@ -17,6 +17,7 @@ class ModelTarget:
 
     name = "model"
     rejections: tuple[type[BaseException], ...] = (Rejected,)
+    observes_from_any_thread = True  # plain Python objects, read while no task runs
 
     def __init__(self) -> None:
         self.cloud: Cloud | None = None

@@ -8,8 +8,6 @@ site, the other tasks then run in index order, and so on.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from models import oracle
@@ -19,18 +17,23 @@ from tests.models.helpers import (
     FAULT,
     LARGE,
     MEDIUM,
+    assert_broken_if,
+    assert_revert_swaps_usage_if,
     assert_consistent,
-    broken,
+    audit,
     cloud,
+    delete_during_audit,
+    errors,
+    pci_owners,
     reserved_plus,
     run_concurrently,
+    run_switched,
     switched,
     used,
 )
 
-
-def errors(result: Any) -> list[BaseException | None]:
-    return [outcome.error for outcome in result.outcomes]
+#: Usage after the medium flavor was subtracted from the reserved amounts once too often.
+BELOW_RESERVED = (1 - 2, 512 - 1024, 1 - 2)
 
 
 def test_catalogue_is_the_contracts():
@@ -79,10 +82,7 @@ def test_lp1896463_evacuation_finished_outside_the_lock_loses_pci(on):
     c.set_host_down("host1", True)
     with switched("lp1896463", on):
         result = run_concurrently(
-            [
-                ("evacuate", lambda: c.evacuate(uuid, "host2")),
-                ("audit", lambda: c.update_available_resource("host2")),
-            ],
+            [("evacuate", lambda: c.evacuate(uuid, "host2")), audit(c, "host2")],
             {(0, "compute.rebuild", 0): 1, (1, "db.migration.get_in_progress_and_error", 0): 10},
         )
         assert errors(result) == [None, None]
@@ -90,14 +90,9 @@ def test_lp1896463_evacuation_finished_outside_the_lock_loses_pci(on):
         # counted nowhere until the next audit with the fault; counted at once without
         assert used(c, "host2") == (reserved_plus() if on else reserved_plus((1, 512, 1)))
         c.update_available_resource("host2")
-    pci_owners = oracle.observe(c)["pci_owners"]["host2"]
     assert used(c, "host2") == reserved_plus((1, 512, 1))
-    if on:
-        assert pci_owners == {}
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert pci_owners == {"0000:81:00.0": [uuid]}
-        assert_consistent(c)
+    assert pci_owners(c, "host2") == ({} if on else {"0000:81:00.0": [uuid]})
+    assert_broken_if(on, c, "usage-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -106,50 +101,22 @@ def test_lp1879878_confirm_status_saved_before_the_drop(on):
     c = cloud()
     uuid = c.create("medium", "host1")
     c.resize(uuid, "large", "host2")
-    with switched("lp1879878-confirm", on):
-        result = run_concurrently(
-            [
-                ("confirm", lambda: c.confirm_resize(uuid)),
-                ("audit", lambda: c.update_available_resource("host1")),
-            ],
-            {(0, "lock:compute_resources:acquire", 0): 10},
-        )
+    result = run_switched(
+        "lp1879878-confirm",
+        on,
+        [("confirm", lambda: c.confirm_resize(uuid)), audit(c, "host1")],
+        {(0, "lock:compute_resources:acquire", 0): 10},
+    )
     assert errors(result) == [None, None]
-    if on:
-        # counted to the reserved amounts by the audit, then the old flavor subtracted again
-        assert used(c, "host1") == (1 - 2, 512 - 1024, 1 - 2)
-        assert {"no-negative-usage", "usage-not-below-reserved"} <= broken(c)
-    else:
-        assert used(c, "host1") == reserved_plus()
-        assert_consistent(c)
+    # with the fault: counted to the reserved amounts by the audit, then the old flavor subtracted again
+    assert used(c, "host1") == (BELOW_RESERVED if on else reserved_plus())
+    assert_broken_if(on, c, "no-negative-usage", "usage-not-below-reserved")
 
 
 @pytest.mark.parametrize("on", [True, False])
 def test_lp1879878_revert_status_saved_before_the_drop(on):
     """Audits of both hosts between 'reverted' (and the context reverted) and the claim drop."""
-    c = cloud()
-    uuid = c.create("medium", "host1")
-    c.resize(uuid, "large", "host2")
-    with switched("lp1879878-revert", on):
-        result = run_concurrently(
-            [
-                ("revert", lambda: c.revert_resize(uuid)),
-                ("audit source", lambda: c.update_available_resource("host1")),
-                ("audit dest", lambda: c.update_available_resource("host2")),
-            ],
-            {(0, "lock:compute_resources:acquire", 0): 10},
-        )
-    assert errors(result) == [None, None, None]
-    assert c.db.instances[uuid].host == "host1"
-    if on:
-        # swapped: the source lost the instance, the destination still counts it
-        assert used(c, "host1") == reserved_plus()
-        assert used(c, "host2") == reserved_plus(LARGE)
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert used(c, "host1") == reserved_plus(MEDIUM)
-        assert used(c, "host2") == reserved_plus()
-        assert_consistent(c)
+    assert_revert_swaps_usage_if("lp1879878-revert", on, {(0, "lock:compute_resources:acquire", 0): 10})
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -158,19 +125,17 @@ def test_lp1879878_stash_cleared_before_the_migration_ends(on):
     c = cloud()
     uuid = c.create("pinned", "host1")
     c.resize(uuid, "pinned-large", "host2")
-    with switched("lp1879878-stash", on):
-        result = run_concurrently(
-            [
-                ("confirm", lambda: c.confirm_resize(uuid)),
-                ("audit", lambda: c.update_available_resource("host1")),
-            ],
-            {(0, "compute.confirm_migration", 0): 10},
-        )
+    result = run_switched(
+        "lp1879878-stash",
+        on,
+        [("confirm", lambda: c.confirm_resize(uuid)), audit(c, "host1")],
+        {(0, "compute.confirm_migration", 0): 10},
+    )
     if on:
         confirm_error, audit_error = errors(result)
         assert isinstance(confirm_error, CPUUnpinningInvalid)
         assert audit_error is None
-        assert used(c, "host1") == (1 - 2, 512 - 1024, 1 - 2)
+        assert used(c, "host1") == BELOW_RESERVED
     else:
         assert errors(result) == [None, None]
         assert used(c, "host1") == reserved_plus()
@@ -186,12 +151,8 @@ def test_lp1818914_confirm_without_an_audit_keeps_the_old_flavor(on):
     with switched("lp1818914", on):
         c.resize(uuid, "large", "host2")
         c.confirm_resize(uuid)
-    if on:
-        assert used(c, "host1") == reserved_plus(MEDIUM)
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert used(c, "host1") == reserved_plus()
-        assert_consistent(c)
+    assert used(c, "host1") == (reserved_plus(MEDIUM) if on else reserved_plus())
+    assert_broken_if(on, c, "usage-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -200,20 +161,18 @@ def test_lp1834349_audit_meets_an_outbound_migration_without_old_flavor(on):
     c = cloud()
     uuid = c.create("medium", "host1")
     c.resize(uuid, "large", "host2")
-    with switched("lp1834349", on):
-        result = run_concurrently(
-            [
-                ("confirm", lambda: c.confirm_resize(uuid)),
-                ("audit", lambda: c.update_available_resource("host1")),
-            ],
-            {(0, "compute.confirm_migration", 0): 10},
-        )
+    result = run_switched(
+        "lp1834349",
+        on,
+        [("confirm", lambda: c.confirm_resize(uuid)), audit(c, "host1")],
+        {(0, "compute.confirm_migration", 0): 10},
+    )
     confirm_error, audit_error = errors(result)
     assert confirm_error is None
     if on:
         # the audit crashed after resetting the counters, so the drop went below them
         assert isinstance(audit_error, AttributeError)
-        assert used(c, "host1") == (1 - 2, 512 - 1024, 1 - 2)
+        assert used(c, "host1") == BELOW_RESERVED
     else:
         assert audit_error is None
         assert used(c, "host1") == reserved_plus()
@@ -223,20 +182,9 @@ def test_lp1834349_audit_meets_an_outbound_migration_without_old_flavor(on):
 @pytest.mark.parametrize("on", [True, False])
 def test_lp1095403_audit_subtracts_a_deleted_instance(on):
     """An audit between the delete's 'deleted' save and its update_usage."""
-    c = cloud()
-    uuid = c.create("medium", "host1")
-    with switched("lp1095403", on):
-        result = run_concurrently(
-            [("delete", lambda: c.delete(uuid)), ("audit", lambda: c.update_available_resource("host1"))],
-            {(0, "lock:compute_resources:acquire", 0): 10},
-        )
-    assert errors(result) == [None, None]
-    if on:
-        assert used(c, "host1") == (1 - 2, 512 - 1024, 1 - 2)
-        assert {"no-negative-usage", "usage-not-below-reserved"} <= broken(c)
-    else:
-        assert used(c, "host1") == reserved_plus()
-        assert_consistent(c)
+    c, _ = delete_during_audit("lp1095403", on, "medium")
+    assert used(c, "host1") == (BELOW_RESERVED if on else reserved_plus())
+    assert_broken_if(on, c, "no-negative-usage", "usage-not-below-reserved")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -245,28 +193,28 @@ def test_lp1600304_stale_migration_double_counts(on):
     instance is resized to host2; host3's audit then meets the stale migration."""
     c = cloud()
     uuid = c.create("medium", "host1")
-    with switched("lp1600304", on):
-        result = run_concurrently(
-            [
-                ("live migration", lambda: c.live_migrate(uuid, "host3", fail=True)),
-                ("resize", lambda: c.resize(uuid, "large", "host2")),
-                ("audit", lambda: c.update_available_resource("host3")),
-            ],
-            # the migration's saves: the claim's, the conductor's, queued, preparing,
-            # running, then (delayed) the rollback's last step, failed
-            {(0, "db.migration.save", 5): 10},
-        )
+    result = run_switched(
+        "lp1600304",
+        on,
+        [
+            ("live migration", lambda: c.live_migrate(uuid, "host3", fail=True)),
+            ("resize", lambda: c.resize(uuid, "large", "host2")),
+            audit(c, "host3"),
+        ],
+        # the migration's saves: the claim's, the conductor's, queued, preparing,
+        # running, then (delayed) the rollback's last step, failed
+        {(0, "db.migration.save", 5): 10},
+    )
     assert errors(result) == [None, None, None]
     live_migration = list(c.db.migrations_of(uuid))[0]
     assert live_migration.status == "failed"
     if on:
         assert used(c, "host3") == reserved_plus(LARGE)
-        assert "usage-matches-oracle" in broken(c)
     else:
         assert used(c, "host3") == reserved_plus()
         assert used(c, "host2") == reserved_plus(LARGE)
         assert used(c, "host1") == reserved_plus(MEDIUM)
-        assert_consistent(c)
+    assert_broken_if(on, c, "usage-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -274,46 +222,40 @@ def test_lp1707071_source_audit_rewrites_the_instance_allocation(on):
     """The source audits while the resize is between its claim and the source's power-off."""
     c = cloud()
     uuid = c.create("medium", "host1")
-    with switched("lp1707071", on):
-        result = run_concurrently(
-            [
-                ("resize", lambda: c.resize(uuid, "large", "host2")),
-                ("audit", lambda: c.update_available_resource("host1")),
-            ],
-            {(0, "compute.migrate_disk_and_power_off", 0): 10},
-        )
+    result = run_switched(
+        "lp1707071",
+        on,
+        [("resize", lambda: c.resize(uuid, "large", "host2")), audit(c, "host1")],
+        {(0, "compute.migrate_disk_and_power_off", 0): 10},
+    )
     assert errors(result) == [None, None]
     held = c.placement.allocations[uuid]
     if on:
         # the instance lives on host2 with the large flavor but holds medium on host1
         assert held == {"host1": {"VCPU": 2, "MEMORY_MB": 1024, "DISK_GB": 2}}
-        assert "placement-matches-oracle" in broken(c)
     else:
         assert held == {"host2": {"VCPU": 4, "MEMORY_MB": 2048, "DISK_GB": 4}}
-        assert_consistent(c)
+    assert_broken_if(on, c, "placement-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
 def test_lp1729371_audit_deletes_a_building_instances_allocation(on):
     """The host audits after the scheduler allocated but before the instance row exists."""
     c = cloud()
-    with switched("lp1729371", on):
-        result = run_concurrently(
-            [
-                ("create", lambda: c.create("medium", "host1")),
-                ("audit", lambda: c.update_available_resource("host1")),
-            ],
-            {(0, "db.instance.create", 0): 10},
-        )
+    result = run_switched(
+        "lp1729371",
+        on,
+        [("create", lambda: c.create("medium", "host1")), audit(c, "host1")],
+        {(0, "db.instance.create", 0): 10},
+    )
     assert errors(result) == [None, None]
     uuid = result.outcomes[0].value
     assert c.db.instances[uuid].host == "host1"
     if on:
         assert uuid not in c.placement.allocations
-        assert "placement-matches-oracle" in broken(c)
     else:
         assert c.placement.allocations[uuid] == {"host1": {"VCPU": 2, "MEMORY_MB": 1024, "DISK_GB": 2}}
-        assert_consistent(c)
+    assert_broken_if(on, c, "placement-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -322,16 +264,14 @@ def test_lp1849165_audit_reads_a_missing_migration_context(on):
     (written at once) and before it saved the instance on its new host."""
     c = cloud()
     uuid = c.create("medium", "host1")
-    with switched("lp1849165", on):
-        result = run_concurrently(
-            [
-                ("live migration", lambda: c.live_migrate(uuid, "host2")),
-                ("audit", lambda: c.update_available_resource("host2")),
-            ],
-            # the live migration's instance saves: the API's task state, the claim's
-            # migration context, then post_live_migration_at_destination's move
-            {(0, "db.instance.save", 2): 10},
-        )
+    result = run_switched(
+        "lp1849165",
+        on,
+        [("live migration", lambda: c.live_migrate(uuid, "host2")), audit(c, "host2")],
+        # the live migration's instance saves: the API's task state, the claim's
+        # migration context, then post_live_migration_at_destination's move
+        {(0, "db.instance.save", 2): 10},
+    )
     live_migration_error, audit_error = errors(result)
     assert live_migration_error is None
     assert c.db.instances[uuid].host == "host2"
@@ -356,10 +296,7 @@ def test_nova_open_delete_after_move_leaves_usage(on):
         c.confirm_resize(stayed)
         c.delete(stayed)
     if on:
-        assert used(c, "host2") == reserved_plus(LARGE)
-        assert used(c, "host3") == reserved_plus(MEDIUM)
-        assert "usage-matches-oracle" in broken(c)
+        assert (used(c, "host2"), used(c, "host3")) == (reserved_plus(LARGE), reserved_plus(MEDIUM))
     else:
-        assert used(c, "host2") == reserved_plus()
-        assert used(c, "host3") == reserved_plus()
-        assert_consistent(c)
+        assert (used(c, "host2"), used(c, "host3")) == (reserved_plus(), reserved_plus())
+    assert_broken_if(on, c, "usage-matches-oracle")

@@ -22,6 +22,8 @@ from tests.models.helpers import (
     assert_consistent,
     audit_all,
     cloud,
+    cpu_owners,
+    pci_owners,
     reserved_plus,
     used,
 )
@@ -156,10 +158,6 @@ def test_cold_migrate_then_confirm():
     check_with_and_without_audit(c)
 
 
-def pci_owners(c, host):
-    return oracle.observe(c)["pci_owners"][host]
-
-
 def test_pci_devices_follow_the_instance():
     c = cloud()
     uuid = c.create("pci", "host1")
@@ -183,10 +181,6 @@ def test_pci_devices_follow_the_instance():
     c.delete(uuid)
     assert pci_owners(c, "host2") == {}
     check_with_and_without_audit(c)
-
-
-def cpu_owners(c, host):
-    return oracle.observe(c)["cpu_owners"][host]
 
 
 def test_pinned_cpus_follow_the_instance():

@@ -18,25 +18,27 @@ from models import oracle
 from models.errors import CPUPinningInvalid
 from models.service import Cloud
 from models.topology import small_topology
-from stateful.scheduler import RunResult
 from tests.models.helpers import (
     LARGE,
     MEDIUM,
     PINNED,
     PINNED_LARGE,
     SMALL,
+    assert_broken_if,
+    assert_revert_swaps_usage_if,
     assert_consistent,
-    broken,
+    audit,
     cloud,
+    delete_during_audit,
+    cpu_owners,
+    errors,
+    pci_owners,
     reserved_plus,
     run_concurrently,
+    run_switched,
     switched,
     used,
 )
-
-
-def errors(result: RunResult) -> list[BaseException | None]:
-    return [outcome.error for outcome in result.outcomes]
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -44,29 +46,13 @@ def test_revert_window_after_the_claim_drop_swaps_usage(on):
     """drop_move_claim_at_dest marks the migration reverted while the instance stays on
     the destination until finish_revert_resize; audits of both hosts in between: the
     source forgets the instance, the destination counts it."""
-    c = cloud()
-    uuid = c.create("medium", "host1")
-    c.resize(uuid, "large", "host2")
-    with switched("nova-open-revert-window", on):
-        result = run_concurrently(
-            [
-                ("revert", lambda: c.revert_resize(uuid)),
-                ("audit source", lambda: c.update_available_resource("host1")),
-                ("audit dest", lambda: c.update_available_resource("host2")),
-            ],
-            # instance saves: the API's task state, the claim drop's, then (delayed)
-            # finish_revert_resize's flavor/host/node
-            {(0, "db.instance.save", 2): 10},
-        )
-    assert errors(result) == [None, None, None]
-    if on:
-        assert used(c, "host1") == reserved_plus()
-        assert used(c, "host2") == reserved_plus(LARGE)
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert used(c, "host1") == reserved_plus(MEDIUM)
-        assert used(c, "host2") == reserved_plus()
-        assert_consistent(c)
+    assert_revert_swaps_usage_if(
+        "nova-open-revert-window",
+        on,
+        # instance saves: the API's task state, the claim drop's, then (delayed)
+        # finish_revert_resize's flavor/host/node
+        {(0, "db.instance.save", 2): 10},
+    )
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -76,23 +62,20 @@ def test_revert_window_pins_the_sources_cpus_on_the_destination(on):
     c = cloud()
     uuid = c.create("pinned", "host1")
     c.resize(uuid, "pinned-large", "host3")
-    with switched("nova-open-revert-window", on):
-        result = run_concurrently(
-            [
-                ("revert", lambda: c.revert_resize(uuid)),
-                ("audit dest", lambda: c.update_available_resource("host3")),
-            ],
-            {(0, "db.instance.save", 2): 10},
-        )
+    result = run_switched(
+        "nova-open-revert-window",
+        on,
+        [("revert", lambda: c.revert_resize(uuid)), audit(c, "host3", "audit dest")],
+        {(0, "db.instance.save", 2): 10},
+    )
     assert errors(result) == [None, None]
     if on:
         # host3 counts the large flavor with host1's CPUs 8 and 9
-        assert oracle.observe(c)["cpu_owners"]["host3"] == {"8": [uuid], "9": [uuid]}
+        assert cpu_owners(c, "host3") == {"8": [uuid], "9": [uuid]}
         assert used(c, "host3") == reserved_plus(PINNED_LARGE)
-        assert "usage-matches-oracle" in broken(c)
     else:
-        assert oracle.observe(c)["cpu_owners"]["host3"] == {}
-        assert_consistent(c)
+        assert cpu_owners(c, "host3") == {}
+    assert_broken_if(on, c, "usage-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -102,23 +85,17 @@ def test_resize_finish_window_counts_the_old_flavor(on):
     the old flavor until the next audit."""
     c = cloud()
     uuid = c.create("medium", "host1")
-    with switched("nova-open-resize-finish-window", on):
-        result = run_concurrently(
-            [
-                ("resize", lambda: c.resize(uuid, "large", "host2")),
-                ("audit", lambda: c.update_available_resource("host2")),
-            ],
-            # instance saves: API, prep_resize's new_flavor, the claim's context,
-            # resize_instance's two; then (delayed) finish_resize's
-            {(0, "db.instance.save", 5): 10},
-        )
+    result = run_switched(
+        "nova-open-resize-finish-window",
+        on,
+        [("resize", lambda: c.resize(uuid, "large", "host2")), audit(c, "host2")],
+        # instance saves: API, prep_resize's new_flavor, the claim's context,
+        # resize_instance's two; then (delayed) finish_resize's
+        {(0, "db.instance.save", 5): 10},
+    )
     assert errors(result) == [None, None]
-    if on:
-        assert used(c, "host2") == reserved_plus(MEDIUM)
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert used(c, "host2") == reserved_plus(LARGE)
-        assert_consistent(c)
+    assert used(c, "host2") == (reserved_plus(MEDIUM) if on else reserved_plus(LARGE))
+    assert_broken_if(on, c, "usage-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -126,20 +103,9 @@ def test_delete_during_an_audit_leaks_pci_devices(on):
     """The audit skips the deleted (not yet destroyed) instance, so update_usage finds it
     untracked and frees nothing, and clean_usage spares every instance it read: the devices
     stay allocated to the deleted instance until an audit after the row is gone."""
-    c = cloud()
-    uuid = c.create("pci", "host1")
-    with switched("nova-open-delete-pci-leak", on):
-        result = run_concurrently(
-            [("delete", lambda: c.delete(uuid)), ("audit", lambda: c.update_available_resource("host1"))],
-            {(0, "lock:compute_resources:acquire", 0): 10},
-        )
-    assert errors(result) == [None, None]
-    if on:
-        assert oracle.observe(c)["pci_owners"]["host1"] == {"0000:81:00.0": [uuid]}
-        assert "terminal-holds-nothing" in broken(c)
-    else:
-        assert oracle.observe(c)["pci_owners"]["host1"] == {}
-        assert_consistent(c)
+    c, uuid = delete_during_audit("nova-open-delete-pci-leak", on, "pci")
+    assert pci_owners(c, "host1") == ({"0000:81:00.0": [uuid]} if on else {})
+    assert_broken_if(on, c, "terminal-holds-nothing")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -152,10 +118,7 @@ def test_live_migration_finished_outside_the_lock_loses_pci(on):
     uuid = c.create("pci", "host1")
     with switched("nova-open-live-migration-unlocked", on):
         result = run_concurrently(
-            [
-                ("live migration", lambda: c.live_migrate(uuid, "host2")),
-                ("audit", lambda: c.update_available_resource("host2")),
-            ],
+            [("live migration", lambda: c.live_migrate(uuid, "host2")), audit(c, "host2")],
             {
                 (0, "compute.post_live_migration_at_destination", 0): 1,
                 (1, "db.migration.get_in_progress_and_error", 0): 10,
@@ -165,12 +128,8 @@ def test_live_migration_finished_outside_the_lock_loses_pci(on):
         assert c.db.instances[uuid].host == "host2"
         c.update_available_resource("host2")
     assert used(c, "host2") == reserved_plus(SMALL)
-    if on:
-        assert oracle.observe(c)["pci_owners"]["host2"] == {}
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert oracle.observe(c)["pci_owners"]["host2"] == {"0000:81:00.0": [uuid]}
-        assert_consistent(c)
+    assert pci_owners(c, "host2") == ({} if on else {"0000:81:00.0": [uuid]})
+    assert_broken_if(on, c, "usage-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -179,22 +138,16 @@ def test_live_migration_drops_its_context_before_moving_the_instance(on):
     a destination audit between counts the incoming live migration without its pinning."""
     c = cloud()
     uuid = c.create("pinned", "host1")
-    with switched("nova-open-live-migration-unlocked", on):
-        result = run_concurrently(
-            [
-                ("live migration", lambda: c.live_migrate(uuid, "host2")),
-                ("audit", lambda: c.update_available_resource("host2")),
-            ],
-            {(0, "db.instance.save", 2): 10},
-        )
+    result = run_switched(
+        "nova-open-live-migration-unlocked",
+        on,
+        [("live migration", lambda: c.live_migrate(uuid, "host2")), audit(c, "host2")],
+        {(0, "db.instance.save", 2): 10},
+    )
     assert errors(result) == [None, None]
     assert used(c, "host2") == reserved_plus(PINNED)
-    if on:
-        assert oracle.observe(c)["usage"]["host2"]["pinned_cpus"] == 0
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert oracle.observe(c)["usage"]["host2"]["pinned_cpus"] == 2
-        assert_consistent(c)
+    assert oracle.observe(c)["usage"]["host2"]["pinned_cpus"] == (0 if on else 2)
+    assert_broken_if(on, c, "usage-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -205,22 +158,16 @@ def test_evacuation_clears_its_task_state_before_finish_evacuation(on):
     c = cloud()
     uuid = c.create("medium", "host1")
     c.set_host_down("host1", True)
-    with switched("nova-open-evacuation-active-early", on):
-        result = run_concurrently(
-            [
-                ("evacuate", lambda: c.evacuate(uuid, "host2")),
-                ("audit", lambda: c.update_available_resource("host2")),
-            ],
-            # the lock's first taking is the rebuild claim's, the second (delayed) finish_evacuation's
-            {(0, "lock:compute_resources:acquire", 1): 10},
-        )
+    result = run_switched(
+        "nova-open-evacuation-active-early",
+        on,
+        [("evacuate", lambda: c.evacuate(uuid, "host2")), audit(c, "host2")],
+        # the lock's first taking is the rebuild claim's, the second (delayed) finish_evacuation's
+        {(0, "lock:compute_resources:acquire", 1): 10},
+    )
     assert errors(result) == [None, None]
-    if on:
-        assert used(c, "host2") == reserved_plus()
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert used(c, "host2") == reserved_plus(MEDIUM)
-        assert_consistent(c)
+    assert used(c, "host2") == (reserved_plus() if on else reserved_plus(MEDIUM))
+    assert_broken_if(on, c, "usage-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -233,14 +180,12 @@ def test_audit_during_a_same_host_resize_of_a_pinned_instance_pins_twice(on):
         replace(topology, hosts=tuple(replace(h, pinnable_cpus=tuple(range(8, 16))) for h in topology.hosts))
     )
     uuid = c.create("pinned", "host1")
-    with switched("nova-open-resize-finish-window", on):
-        result = run_concurrently(
-            [
-                ("resize", lambda: c.resize(uuid, "pinned-large", "host1")),
-                ("audit", lambda: c.update_available_resource("host1")),
-            ],
-            {(0, "db.instance.save", 5): 10},
-        )
+    result = run_switched(
+        "nova-open-resize-finish-window",
+        on,
+        [("resize", lambda: c.resize(uuid, "pinned-large", "host1")), audit(c, "host1")],
+        {(0, "db.instance.save", 5): 10},
+    )
     resize_error, audit_error = errors(result)
     assert resize_error is None
     if on:
@@ -257,22 +202,16 @@ def test_live_migration_rollback_after_a_destination_audit_leaks_pci(on):
     allocates its claimed PCI devices; the rollback frees claims only."""
     c = cloud()
     uuid = c.create("pci", "host1")
-    with switched("nova-open-live-migration-rollback-pci", on):
-        result = run_concurrently(
-            [
-                ("live migration", lambda: c.live_migrate(uuid, "host2", fail=True)),
-                ("audit", lambda: c.update_available_resource("host2")),
-            ],
-            {(0, "compute.pre_live_migration", 0): 10},
-        )
+    result = run_switched(
+        "nova-open-live-migration-rollback-pci",
+        on,
+        [("live migration", lambda: c.live_migrate(uuid, "host2", fail=True)), audit(c, "host2")],
+        {(0, "compute.pre_live_migration", 0): 10},
+    )
     assert errors(result) == [None, None]
     assert c.db.instances[uuid].host == "host1"
-    if on:
-        assert oracle.observe(c)["pci_owners"]["host2"] == {"0000:81:00.0": [uuid]}
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert oracle.observe(c)["pci_owners"]["host2"] == {}
-        assert_consistent(c)
+    assert pci_owners(c, "host2") == ({"0000:81:00.0": [uuid]} if on else {})
+    assert_broken_if(on, c, "usage-matches-oracle")
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -281,20 +220,14 @@ def test_live_migration_rollback_window_counts_the_instance_again(on):
     a destination audit sees the instance still live migrating there and counts it again."""
     c = cloud()
     uuid = c.create("medium", "host1")
-    with switched("nova-open-live-migration-rollback-window", on):
-        result = run_concurrently(
-            [
-                ("live migration", lambda: c.live_migrate(uuid, "host2", fail=True)),
-                ("audit", lambda: c.update_available_resource("host2")),
-            ],
-            # instance saves: the API's task state, the claim's context, then (delayed)
-            # the save that ends the live migration
-            {(0, "db.instance.save", 2): 10},
-        )
+    result = run_switched(
+        "nova-open-live-migration-rollback-window",
+        on,
+        [("live migration", lambda: c.live_migrate(uuid, "host2", fail=True)), audit(c, "host2")],
+        # instance saves: the API's task state, the claim's context, then (delayed)
+        # the save that ends the live migration
+        {(0, "db.instance.save", 2): 10},
+    )
     assert errors(result) == [None, None]
-    if on:
-        assert used(c, "host2") == reserved_plus(MEDIUM)
-        assert "usage-matches-oracle" in broken(c)
-    else:
-        assert used(c, "host2") == reserved_plus()
-        assert_consistent(c)
+    assert used(c, "host2") == (reserved_plus(MEDIUM) if on else reserved_plus())
+    assert_broken_if(on, c, "usage-matches-oracle")

@@ -24,7 +24,7 @@ from models.errors import (
 from models.records import Flavor
 from models.service import Cloud
 from models.topology import small_topology
-from tests.models.helpers import assert_consistent, cloud, run_concurrently, snapshot
+from tests.models.helpers import Task, assert_consistent, cloud, errors, run_concurrently, snapshot
 
 
 def rejected_without_change(c: Cloud, error: type[Rejected], operation: Callable[[], object]) -> None:
@@ -150,7 +150,7 @@ def test_a_lost_compare_and_swap_is_a_rejection():
         ],
         {(0, "db.instance.save", 0): 5},
     )
-    first, second = (outcome.error for outcome in result.outcomes)
+    first, second = errors(result)
     assert isinstance(first, InstanceInvalidState)
     assert second is None
     assert c.db.instances[uuid].flavor.name == "large"
@@ -158,39 +158,41 @@ def test_a_lost_compare_and_swap_is_a_rejection():
     assert_consistent(c)
 
 
+def refused_while_in_flight(c: Cloud, first: Task, delayed_at: str, second: Task) -> None:
+    """``first`` is held up at ``delayed_at``; ``second``, started meanwhile, finds the instance busy."""
+    result = run_concurrently([first, second], {(0, delayed_at, 0): 5})
+    first_error, second_error = errors(result)
+    assert first_error is None
+    assert isinstance(second_error, InstanceBusy)
+    assert_consistent(c)
+
+
 def test_confirming_twice_at_once():
     c = cloud()
     uuid = c.create("small", "host1")
     c.resize(uuid, "medium", "host2")
-    result = run_concurrently(
-        [("confirm", lambda: c.confirm_resize(uuid)), ("confirm", lambda: c.confirm_resize(uuid))],
-        {(0, "compute.confirm_migration", 0): 5},
-    )
-    assert result.outcomes[0].error is None
-    assert isinstance(result.outcomes[1].error, InstanceBusy)
-    assert_consistent(c)
+    confirm = ("confirm", lambda: c.confirm_resize(uuid))
+    refused_while_in_flight(c, confirm, "compute.confirm_migration", confirm)
 
 
 def test_confirm_and_revert_at_once():
     c = cloud()
     uuid = c.create("small", "host1")
     c.resize(uuid, "medium", "host2")
-    result = run_concurrently(
-        [("revert", lambda: c.revert_resize(uuid)), ("confirm", lambda: c.confirm_resize(uuid))],
-        {(0, "compute.destroy", 0): 5},
+    refused_while_in_flight(
+        c,
+        ("revert", lambda: c.revert_resize(uuid)),
+        "compute.destroy",
+        ("confirm", lambda: c.confirm_resize(uuid)),
     )
-    assert result.outcomes[0].error is None
-    assert isinstance(result.outcomes[1].error, InstanceBusy)
-    assert_consistent(c)
 
 
 def test_delete_refuses_while_another_operation_is_in_flight():
     c = cloud()
     uuid = c.create("small", "host1")
-    result = run_concurrently(
-        [("resize", lambda: c.resize(uuid, "medium", "host2")), ("delete", lambda: c.delete(uuid))],
-        {(0, "compute.migrate_disk_and_power_off", 0): 5},
+    refused_while_in_flight(
+        c,
+        ("resize", lambda: c.resize(uuid, "medium", "host2")),
+        "compute.migrate_disk_and_power_off",
+        ("delete", lambda: c.delete(uuid)),
     )
-    assert result.outcomes[0].error is None
-    assert isinstance(result.outcomes[1].error, InstanceBusy)
-    assert_consistent(c)

@@ -52,6 +52,22 @@ def test_observations_are_plain_data_in_the_suites_shape():
     assert set(oracle.observe(c, include_saved=False)["usage"]) == {"host1", "host2", "host3"}
 
 
+def test_the_counters_alone_are_the_full_observations_counters():
+    """observe(include_saved=False), made at every checkpoint, is the full observation's
+    in-memory usage, owner maps, reserved amounts and down hosts."""
+    c = cloud()
+    pinned = c.create("pinned", "host1")
+    c.create("pci", "host2")
+    c.resize(pinned, "pinned-large", "host3")
+    c.set_host_down("host2", True)
+    full, counters = oracle.observe(c), oracle.observe(c, include_saved=False)
+    in_memory = {node: amounts for node, amounts in full["usage"].items() if not node.endswith(oracle.SAVED)}
+    assert counters["usage"] == in_memory
+    for field in ("reserved", "pci_owners", "cpu_owners", "down_hosts"):
+        assert counters[field] == full[field]
+    Observation(**counters)
+
+
 def test_consumers_can_be_described():
     c = cloud()
     uuid = c.create("small", "host1")
