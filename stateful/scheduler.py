@@ -301,7 +301,7 @@ class Scheduler:
                 nth = task.reached[site]
                 delay = task._pending_delay
                 if delay is None:
-                    delay = self.strategy.delay(task.index, site, nth) if self._contended(task) else 0
+                    delay = self._delay_for(self.strategy.delay, task, site, nth)
                 task._pending_delay = None
                 self._account_checkpoint(task, site, nth, delay)
 
@@ -312,6 +312,10 @@ class Scheduler:
         task.wake = self.now + delay
         if self.on_checkpoint is not None:
             self.on_checkpoint(event)
+
+    def _delay_for(self, decide: Callable[[int, str, int], int | None], task: Task, site: str, nth: int) -> int | None:
+        """The strategy's delay for this checkpoint, or 0 without asking when no one else is ready."""
+        return decide(task.index, site, nth) if self._contended(task) else 0
 
     def _contended(self, task: Task) -> bool:
         """Whether a delay here can change the interleaving: another task is ready to run.
@@ -377,7 +381,7 @@ class Scheduler:
             return  # unwinding: finally blocks may pass checkpoints; let them run
         if self._free_delay is not None:
             nth = task.reached[site]
-            delay = self._free_delay(task.index, site, nth) if self._contended(task) else 0
+            delay = self._delay_for(self._free_delay, task, site, nth)
             if delay is not None and self._runs_on(task, delay):
                 try:
                     self._account_checkpoint(task, site, nth, delay)

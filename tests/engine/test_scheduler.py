@@ -203,3 +203,40 @@ def test_no_thread_outlives_its_example():
 
     many()
     assert stateful_threads() == []
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.dictionaries(
+        st.tuples(st.integers(0, 2), st.sampled_from(["counter.read", "counter.write"]), st.just(0)),
+        st.integers(1, 5),
+    )
+)
+def test_passing_checkpoints_on_the_task_thread_changes_no_trace(delays):
+    """The fast path (on_checkpoint_anywhere) follows exactly the control thread's decisions."""
+    seen: list[list[str]] = [[], []]
+    traces = []
+    for index, anywhere in enumerate((False, True)):
+        scheduler = Scheduler(
+            FixedDelays(delays),
+            on_checkpoint=lambda event: seen[index].append(str(event)),
+            on_checkpoint_anywhere=anywhere,
+        )
+        run = scheduler.run(increments(Counter(), tasks=3))
+        traces.append([str(event) for event in run.trace])
+    assert traces[0] == traces[1]
+    assert seen[0] == seen[1]
+
+
+def test_an_on_checkpoint_error_on_a_task_thread_is_raised_by_the_run():
+    """A failed always-true check is the run's error, never the operation's outcome."""
+
+    class Broken(Exception):
+        pass
+
+    def fail(event):
+        raise Broken(str(event))
+
+    with pytest.raises(Broken):
+        Scheduler(FixedDelays(), on_checkpoint=fail, on_checkpoint_anywhere=True).run(increments(Counter()))
+    assert not stateful_threads()
