@@ -6,7 +6,9 @@
     python3 dev.py stateful ARGS...       # any `python -m stateful` subcommand
 
 Each command first makes sure .venv exists and holds this project (editable)
-with its test extras; the install is redone only when pyproject.toml changes.
+with its test extras and real Nova (the ``nova`` extra, so that tests/nova
+runs instead of skipping); the install is redone only when pyproject.toml
+changes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".installed-from"
-EXTRAS = "test"
+EXTRAS = "test,nova"
 
 
 def ensure_environment() -> None:

@@ -295,6 +295,17 @@ def _rollback_live_migration_as_nova(
     self._set_migration_status(migration, "failed")
 
 
+def _post_live_migration_as_nova(
+    self: ComputeManager, instance: Instance, dest: ComputeManager, migration: Migration
+) -> None:
+    """Nova: the source audits itself before it marks the live migration completed."""
+    self.rt.free_pci_device_allocations_for_instance(instance)
+    dest.post_live_migration_at_destination(instance)
+    self.update_available_resource()
+    self._set_migration_status(migration, "completed")
+    self._delete_allocation_after_move(migration)
+
+
 def _wrapping(path: str, wrapper: Callable[[Any], Any]) -> Replacement:
     return path, lambda: wrapper(_current(path))
 
@@ -471,6 +482,17 @@ FAULTS: list[Fault] = [
         "rollback_live_migration_at_destination frees claims only (nova/compute/manager.py)",
         "a destination audit during a live migration that rolls back leaves its PCI devices allocated there",
         _replacing(RT + "_free_audited_claims", _frees_claims_only),
+        breaks=("usage-matches-oracle",),
+    ),
+    _nova_open(
+        "nova-open-live-migration-source-audit",
+        "ComputeManager._post_live_migration calls update_available_resource before it marks the "
+        "migration completed, and _update_usage_from_migrations counts a migration whose instance "
+        "is in any resize state and has no migration context (nova/compute/manager.py, "
+        "nova/compute/resource_tracker.py)",
+        "a resize or migrate started as a live migration ends makes the source's own audit count "
+        "the instance there again",
+        _replacing(MANAGER + "_post_live_migration", _post_live_migration_as_nova),
         breaks=("usage-matches-oracle",),
     ),
 ]

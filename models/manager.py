@@ -354,10 +354,16 @@ class ComputeManager:
         checkpoint(sites.COMPUTE_PRE_LIVE_MIGRATION)
 
     def _post_live_migration(self, instance: Instance, dest: ComputeManager, migration: Migration) -> None:
+        """Model fix (Nova open, ``nova-open-live-migration-source-audit``): the migration is
+        marked completed before the source's own audit.  Nova audits first: the instance is
+        on the destination with no task state by then, so an API call may already have
+        started another move (task state ``resize_prep``, no migration context yet), and
+        the audit then counts the still-``running`` live migration as an outbound resize,
+        charging the source for an instance that left it, until its next audit."""
         self.rt.free_pci_device_allocations_for_instance(instance)
         dest.post_live_migration_at_destination(instance)
-        self.update_available_resource()
         self._set_migration_status(migration, "completed")
+        self.update_available_resource()
         self._delete_allocation_after_move(migration)
 
     @endpoint

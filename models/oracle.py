@@ -271,7 +271,7 @@ def _observation(
         "terminal_consumers": sorted(terminal),
         "in_flight": sum(1 for m in db.migrations.values() if m.in_progress),
         "servers": {
-            i.uuid: {"host": i.host, "vm_state": i.vm_state, "task_state": i.task_state}
+            i.uuid: {"host": i.host, "vm_state": i.vm_state, "task_state": i.task_state, "flavor": i.flavor.name}
             for i in db.instances.values()
             if not i.deleted
         },

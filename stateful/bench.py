@@ -11,6 +11,7 @@ nothing in its budget shows as such (null), never as a number.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -23,13 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import fixtures
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from stateful.campaign import Campaign, CampaignOptions
 from stateful.errors import HarnessError
-from stateful.faults import builtin_faults
+from stateful.faults import Fault, builtin_faults
 from stateful.machine import MachineConfig, make_machine
 from stateful.scheduler import Scheduler, checkpoint
 from stateful.strategies import FixedDelays, VirtualDelays
@@ -153,6 +155,8 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class Detection:
+    """One row of ``detection`` (CONTRACT): one fault under one strategy (and variant) over its seeds."""
+
     fault: str
     target: str
     strategy: str
@@ -163,6 +167,9 @@ class Detection:
     median_examples: float | None
     shrunk_steps: int | None
     shrunk_nonzero_delays: int | None
+    #: which form of the strategy, where it has several: frontrun's exploration (``random`` or
+    #: ``dpor``), so that ``strategy`` stays one of CONTRACT's names; None for ours
+    variant: str | None = None
 
 
 def detect(fault: str, strategy: str, seeds: int, max_examples: int, duration: float, shrink_seconds: float) -> Detection:
@@ -192,6 +199,140 @@ def detect(fault: str, strategy: str, seeds: int, max_examples: int, duration: f
     )
 
 
+# -- memory over a long run ------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MB (psutil, else /proc, else the peak)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return psutil.Process().memory_info().rss / 2**20
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return peak_rss_mb()
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_profile(examples: int) -> dict[str, Any]:
+    """RSS (and peak RSS) after 1/4, 1/2, 3/4 and all of a campaign of ``examples`` examples.
+
+    The campaign is ``fuzz``'s own (in this process, model target, virtual
+    delays, no fault, so nothing stops it early); flat numbers mean nothing
+    accumulates per example.  Its workers report progress every example here
+    (not every half second), so each sample is taken at its mark exactly,
+    however fast the machine.  (One Hypothesis run over many examples is not
+    flat: Hypothesis caches every example's choices, up to 10,000 per run,
+    some 0.2 MB per example here; campaigns run chunks of
+    ``stateful.campaign.CHUNK`` examples, which is why this measures one.)
+    """
+    marks = [max(1, examples * quarter // 4) for quarter in (1, 2, 3)]
+    samples: list[dict[str, Any]] = []
+
+    def sample(done: int) -> None:
+        samples.append(
+            {"examples": done, "rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
+        )
+
+    def progress(report: Any) -> None:
+        if marks and report.examples >= marks[0]:
+            while marks and report.examples >= marks[0]:
+                marks.pop(0)
+            sample(report.examples)
+
+    gc.collect()
+    start = {"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    every_example = fixtures.MonkeyPatch("stateful.campaign.SAMPLE_EVERY", 0.0)
+    with tempfile.TemporaryDirectory() as directory, every_example:
+        options = CampaignOptions(
+            max_examples=examples, seed=0, db="none", regressions=directory, profile="dev"
+        )
+        report = Campaign(options, progress=progress).run()
+    if report.harness_errors or report.findings:
+        raise HarnessError(f"bench memory: the campaign did not run clean: {report.harness_error_messages}")
+    sample(report.examples)
+    first, last = samples[0], samples[-1]
+    return {
+        "examples": report.examples,
+        "seconds": report.elapsed_s,
+        "start": start,
+        "samples": samples,
+        "growth_mb": round(last["rss_mb"] - first["rss_mb"], 1),
+    }
+
+
+# -- frontrun, the nearest Python peer, as a baseline ----------------------------------------------
+
+#: The faults frontrun explores in ``--quick`` (it explores every one it can in a full run).
+QUICK_FRONTRUN_FAULTS = ("lp1879878-revert", "lp1095403")
+
+
+def frontrun_detect(
+    fault: Fault,
+    exploration: str,
+    seeds: int,
+    max_executions: int,
+    duration: float,
+    log: list[dict[str, Any]] | None = None,
+) -> Detection:
+    """``fault``'s fixed-schedule scenario explored by frontrun's ``exploration`` (``random`` or ``dpor``).
+
+    The row's strategy is ``frontrun`` (CONTRACT's name) and its variant the exploration.  Random
+    exploration runs once per seed.  DPOR is deterministic (its default
+    depth-first order), so it runs once.  Examples are frontrun's executions
+    (one per interleaving tried); a finding is not shrunk in our sense, so the
+    shrunk sizes are null (shown as n/a).  Each run is appended to ``log``.
+    """
+    from stateful import frontrun_baseline
+
+    seed_list: list[int | None] = list(range(seeds)) if exploration == "random" else [None]
+    runs = frontrun_baseline.explore_seeds(fault, exploration, seed_list, max_executions, duration)
+    if log is not None:
+        log.extend({**asdict(run), "seconds": round(run.seconds, 3)} for run in runs)
+    hits = [run for run in runs if run.found]
+    seconds = [run.seconds for run in hits]
+    return Detection(
+        fault.name, "model", "frontrun", len(runs), len(hits),
+        round(statistics.median(seconds), 3) if hits else None,
+        round(max(seconds), 3) if hits else None,
+        statistics.median(run.executions for run in hits) if hits else None,
+        None, None, variant=exploration,
+    )
+
+
+def frontrun_baseline_rows(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(frontrun's detection rows, random and DPOR for each fault set up; what was and wasn't)."""
+    from stateful import frontrun_baseline
+
+    # per run, the same wall-clock cap as each seed of our strategies gets (run_bench)
+    seeds, budget, cap = (1, 100, 2.0) if quick else (3, 2000, 60.0)
+    version = frontrun_baseline.available()
+    info: dict[str, Any] = {
+        "version": version,
+        "random_seeds": seeds,
+        "max_executions": budget,
+        "cap_s": cap,
+        "not_set_up": dict(frontrun_baseline.NOT_SET_UP),
+    }
+    if version is None:
+        info["skipped"] = "frontrun is not installed (pip install -e '.[bench]')"
+        return [], info
+    faults = [f for f in builtin_faults("model") if frontrun_baseline.scenario_for(f.name) is not None]
+    if quick:
+        info["quick_faults"] = list(QUICK_FRONTRUN_FAULTS)
+        faults = [f for f in faults if f.name in QUICK_FRONTRUN_FAULTS]
+    info["runs"] = []
+    rows = [
+        asdict(frontrun_detect(fault, exploration, seeds, budget, cap, info["runs"]))
+        for fault in faults
+        for exploration in frontrun_baseline.STRATEGIES
+    ]
+    return rows, info
+
+
 # -- the whole run -------------------------------------------------------------------------
 
 
@@ -210,6 +351,7 @@ def run_bench(quick: bool, as_json: bool, docs_path: str | None) -> int:
         "plain_steps_per_s": round(plain, 1),
         "steps_ratio_vs_plain": round(ours / plain, 3),
     }
+    results["memory"] = memory_profile(12 if quick else 1000)
     strategies = ["virtual", "sequential"] if quick else ["virtual", "pct", "sequential", "wallclock"]
     seeds, budget, cap, shrink = (1, 60, 2.0, 1.0) if quick else (5, 2000, 60.0, 60.0)
     results["detection"] = [
@@ -217,6 +359,8 @@ def run_bench(quick: bool, as_json: bool, docs_path: str | None) -> int:
         for fault in builtin_faults("model")
         for strategy in strategies
     ]
+    frontrun_rows, results["frontrun"] = frontrun_baseline_rows(quick)
+    results["detection"] = merge_by_fault(results["detection"], frontrun_rows)
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     if as_json:
         print(json.dumps(results))
@@ -227,9 +371,67 @@ def run_bench(quick: bool, as_json: bool, docs_path: str | None) -> int:
     return 0
 
 
+def merge_by_fault(rows: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` then ``more``, each fault's rows together, faults in their first order."""
+    order: dict[str, int] = {}
+    for row in rows + more:
+        order.setdefault(row["fault"], len(order))
+    return sorted(rows + more, key=lambda row: order[row["fault"]])
+
+
+def memory_markdown(memory: dict[str, Any] | None) -> list[str]:
+    if not memory:
+        return []
+    quarters = ", ".join(f"{s['rss_mb']} MB after {s['examples']}" for s in memory["samples"])
+    peaks = ", ".join(f"{s['peak_rss_mb']}" for s in memory["samples"])
+    return [
+        f"| RSS over one campaign of {memory['examples']} examples (model, virtual delays) | {quarters} "
+        f"| {memory['start']['rss_mb']} MB before the run | {memory['growth_mb']:+g} MB from the first "
+        f"quarter to the end (peak RSS at each: {peaks} MB) |",
+    ]
+
+
+def frontrun_notes(results: dict[str, Any]) -> list[str]:
+    info = results.get("frontrun")
+    if not info:
+        return []
+    lines = ["", "Reading the frontrun rows:", ""]
+    if info.get("skipped"):
+        return lines + [f"- frontrun rows are missing: {info['skipped']}."]
+    lines += [
+        f"- frontrun {info['version']} (PyPI) explores the concurrent operations of each fault's "
+        "fixed-schedule test (tests/models/test_faults.py, test_open_races.py), on a fresh model after "
+        "that test's serial preparation, with the fault on, and checks the suite's own after-step "
+        "invariants when they end. "
+        f"`frontrun (random)`: random schedules, {info['random_seeds']} seed(s); `frontrun (dpor)`: DPOR in its "
+        "default order and preemption bound, deterministic, so one run. "
+        f"Budget per run: {info['max_executions']} executions or {info['cap_s']:g} s. Examples are frontrun "
+        "executions (one interleaving each); frontrun does not shrink, so shrunk sizes are n/a.",
+        "- Same interleavings: frontrun would switch threads at any bytecode, inside what the model keeps "
+        "atomic as Nova does (a database compare-and-swap), and then breaks the model with no fault on; so "
+        "its threads may switch only at our delay sites and locks (stateful/frontrun_baseline.py). All those "
+        "switches go through one lock, which leaves DPOR little to reduce.",
+        "- Not a fair race, and in frontrun's favour: it is handed the very operations, arguments and "
+        "preparation that expose the fault and explores only their interleavings; our strategies must "
+        "find the operations as well. Its seconds are per fault scenario, ours per campaign.",
+    ]
+    if info.get("quick_faults"):
+        lines.append(f"- `--quick` runs frontrun on {', '.join(info['quick_faults'])} only.")
+    for fault, reason in info.get("not_set_up", {}).items():
+        lines.append(f"- {fault}: no frontrun row ({reason}).")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     def cell(value: Any) -> str:
         return "not found" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    def strategy(d: dict[str, Any]) -> str:
+        return f"{d['strategy']} ({d['variant']})" if d.get("variant") else d["strategy"]
+
+    def shrunk(d: dict[str, Any], key: str) -> str:
+        # frontrun does not shrink: a size it never had is not applicable, not "not found"
+        return "n/a" if d["found"] and d["strategy"] == "frontrun" else cell(d[key])
 
     lines = [
         f"Machine: {results['machine']}",
@@ -242,14 +444,16 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['plain_steps_per_s']} | {results['steps_ratio_vs_plain']} (goal ≥ 0.25) |",
         f"| model sequential ops/s | {results['model_ops_per_s']} | | (goal ≥ 5000) |",
         f"| peak RSS | {results['peak_rss_mb']} MB | | |",
+        *memory_markdown(results.get("memory")),
         "",
         "| fault | strategy | found/seeds | median s | worst s | median examples | shrunk steps | shrunk non-zero delays |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for d in results["detection"]:
         lines.append(
-            f"| {d['fault']} | {d['strategy']} | {d['found']}/{d['seeds']} | {cell(d['median_s'])} | "
-            f"{cell(d['worst_s'])} | {cell(d['median_examples'])} | {cell(d['shrunk_steps'])} | "
-            f"{cell(d['shrunk_nonzero_delays'])} |"
+            f"| {d['fault']} | {strategy(d)} | {d['found']}/{d['seeds']} | {cell(d['median_s'])} | "
+            f"{cell(d['worst_s'])} | {cell(d['median_examples'])} | {shrunk(d, 'shrunk_steps')} | "
+            f"{shrunk(d, 'shrunk_nonzero_delays')} |"
         )
+    lines += frontrun_notes(results)
     return "\n".join(lines)

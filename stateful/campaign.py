@@ -33,8 +33,9 @@ from hypothesis.errors import HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
 
 from stateful.errors import Finding, UsageError
-from stateful.faults import select_faults
+from stateful.faults import Fault, select_faults
 from stateful.machine import MachineConfig, make_machine
+from stateful.minimize import minimize
 from stateful.overlaps import interleaving_signature
 from stateful.profiles import PROFILES
 from stateful.regression import case_from_finding, write
@@ -202,6 +203,7 @@ class Worker:
         self.unsent: list[str] = []
         self.last_sample = 0.0
         self.first_failure: tuple[float, int] | None = None
+        self.faults: tuple[Fault, ...] = ()
 
     def out_of_budget(self) -> bool:
         options = self.options
@@ -236,7 +238,7 @@ class Worker:
 
     def run(self) -> None:
         options = self.options
-        faults = tuple(select_faults(options.target, options.faults, options.faults_from))
+        self.faults = faults = tuple(select_faults(options.target, options.faults, options.faults_from))
         machine = make_machine(
             MachineConfig(target_factory(options.target), faults, SCHEDULES[options.schedule], on_example=self.on_example)
         )
@@ -282,7 +284,10 @@ class Worker:
         if recording is None:
             self.emit("harness_error", f"worker {self.index}: a finding without a recording: {finding}")
             return
-        path = write(case_from_finding(recording, finding), self.options.regressions)
+        recording, finding = minimize(
+            recording, finding, target_factory(self.options.target), self.faults, self.options.shrink_seconds
+        )
+        path = write(case_from_finding(recording, finding, self.notes()), self.options.regressions)
         self.emit(
             "finding",
             FindingReport(
@@ -296,6 +301,15 @@ class Worker:
                 round(time.monotonic() - self.started, 3),
             ),
         )
+
+    def notes(self) -> str:
+        """Where a regression file came from, and what its fault switches do."""
+        options = self.options
+        found_by = (
+            f"Found by python -m stateful fuzz (target {options.target}, schedule {options.schedule}, "
+            f"seed {options.seed}, worker {self.index}); shrunk by Hypothesis, then minimized by replay."
+        )
+        return " ".join([found_by, *(f"{fault.name}: {fault.description} ({fault.bug})." for fault in self.faults)])
 
 
 def _worker_process(options: CampaignOptions, index: int, messages: Any, stop: Any) -> None:

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     fuzz.add_argument("--regressions", default="tests/regressions", help="where regression files are written")
     fuzz.add_argument("--profile", default="dev", help="Hypothesis settings profile: ci, dev, nightly")
     fuzz.add_argument("--schedule", default="virtual", help="virtual (default), pct, sequential, wallclock")
-    fuzz.add_argument("--shrink-seconds", type=float, default=300.0, help="bound on shrinking one finding")
+    fuzz.add_argument("--shrink-seconds", type=float, default=300.0, help="bound on shrinking one finding (Hypothesis's shrink, then as long again minimizing its recording by replay)")
     fuzz.add_argument("--report-dir", default="reports", help="where fuzz-report.html and .json are written")
     fuzz.add_argument("--json", action="store_true", help="print the report as one JSON object, nothing else")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from hypothesis import event, target
 from hypothesis import strategies as st
@@ -33,16 +33,20 @@ from hypothesis.stateful import (
     rule,
 )
 
+from stateful.determinism import NoLocalConstants
 from stateful.errors import Finding
 from stateful.faults import Fault
 from stateful.overlaps import locked_overlap, overlap_labels
 from stateful.scheduler import Strategy
 from stateful.session import Recording, Session
-from stateful.strategies import VirtualDelays
+from stateful.strategies import VirtualDelays, one_of_these
 from stateful.target import Observation, Op, Target
 from stateful.topology import FLAVORS, topologies
 
 flavor_names = st.sampled_from([flavor["name"] for flavor in FLAVORS])
+#: Built once: Hypothesis validates every new strategy object it draws from.
+overlaps = st.sampled_from(["alone", "then audit", "audit first"])
+more_operations = st.integers(1, 2)
 
 #: Live instances beyond which ``create`` is off: races need one or two
 #: instances, and steps spent creating more are steps not spent moving them.
@@ -120,6 +124,9 @@ class AccountingMachine(RuleBasedStateMachine):
         self._names = itertools.count(1)
         self.locked_overlap = 0
         self.disabled: set[str] = set()
+        # Torn down in teardown(), which Hypothesis calls however the example ends.
+        self.pinned_generation = NoLocalConstants()
+        self.pinned_generation.setUp()
 
     # -- set-up and tear-down ------------------------------------------------
 
@@ -139,6 +146,7 @@ class AccountingMachine(RuleBasedStateMachine):
         return multiple(*self.host_names)
 
     def teardown(self) -> None:
+        self.pinned_generation.cleanUp()
         if self.session is None:
             return
         # target() takes one observation per label per example: the example's total.
@@ -187,7 +195,7 @@ class AccountingMachine(RuleBasedStateMachine):
         Audits overlapping other operations are where Nova's races live, so
         every operation rule offers one.  Returns whether ``op`` succeeded.
         """
-        overlap = data.draw(st.sampled_from(["alone", "then audit", "audit first"]), label="overlap")
+        overlap = data.draw(overlaps, label="overlap")
         if overlap == "alone":
             (succeeded,) = self.step([op])
             return succeeded
@@ -210,14 +218,19 @@ class AccountingMachine(RuleBasedStateMachine):
         self.perform(Op("delete", {"instance": instance}), data)
 
     @swarm("resize")
-    @rule(target=migrations, instance=instances, host=hosts, flavor=flavor_names, data=st.data())
-    def resize(self, instance: str, host: str, flavor: str, data: st.DataObject) -> Any:
+    @precondition(lambda self: bool(self.movable()))
+    @rule(target=migrations, data=st.data())
+    def resize(self, data: st.DataObject) -> Any:
+        instance, host = self.draw_move(data, same_host_allowed=True)
+        flavor = data.draw(mostly_legal(self.other_flavors(instance), tuple(self.flavors)), label="flavor")
         op = Op("resize", {"instance": instance, "flavor": flavor, "host": host})
         return instance if self.perform(op, data) else multiple()
 
     @swarm("migrate")
-    @rule(target=migrations, instance=instances, host=hosts, data=st.data())
-    def migrate(self, instance: str, host: str, data: st.DataObject) -> Any:
+    @precondition(lambda self: bool(self.movable()) and len(self.up_hosts()) > 1)
+    @rule(target=migrations, data=st.data())
+    def migrate(self, data: st.DataObject) -> Any:
+        instance, host = self.draw_move(data, same_host_allowed=False)
         return instance if self.perform(Op("migrate", {"instance": instance, "host": host}), data) else multiple()
 
     @swarm("confirm")
@@ -231,8 +244,10 @@ class AccountingMachine(RuleBasedStateMachine):
         self.perform(Op("revert", {"instance": instance}), data)
 
     @swarm("live_migrate")
-    @rule(instance=instances, host=hosts, rollback=st.booleans(), data=st.data())
-    def live_migrate(self, instance: str, host: str, rollback: bool, data: st.DataObject) -> None:
+    @precondition(lambda self: bool(self.movable()) and len(self.up_hosts()) > 1)
+    @rule(rollback=st.booleans(), data=st.data())
+    def live_migrate(self, rollback: bool, data: st.DataObject) -> None:
+        instance, host = self.draw_move(data, same_host_allowed=False)
         name = "live_migrate_rollback" if rollback else "live_migrate"
         self.perform(Op(name, {"instance": instance, "host": host}), data)
 
@@ -241,12 +256,14 @@ class AccountingMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def evacuate(self, data: st.DataObject) -> None:
         """Evacuate a live instance, first stopping its host's compute service if it is up."""
-        instance = data.draw(st.sampled_from(sorted(self.state.servers)), label="instance")
+        servers = self.state.servers
+        evacuable = newest_first(name for name, s in servers.items() if s["vm_state"] in ("active", "error"))
+        instance = data.draw(mostly_legal(evacuable, newest_first(servers)), label="instance")
         source = self.state.servers[instance]["host"]
         if source not in self.state.down_hosts and len(self.up_hosts()) > 1:
             self.step([Op("host_down", {"host": source})])
         destinations = [host for host in self.up_hosts() if host != source] or self.host_names
-        host = data.draw(st.sampled_from(destinations), label="destination")
+        host = data.draw(one_of_these(tuple(destinations)), label="destination")
         self.perform(Op("evacuate", {"instance": instance, "host": host}), data)
 
     @swarm("host_down")
@@ -261,12 +278,40 @@ class AccountingMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.state.down_hosts))
     @rule(data=st.data())
     def host_up(self, data: st.DataObject) -> None:
-        host = data.draw(st.sampled_from(self.state.down_hosts), label="down host")
+        host = data.draw(one_of_these(tuple(self.state.down_hosts)), label="down host")
         self.step([Op("host_up", {"host": host})])
 
     @rule(host=hosts)
     def audit(self, host: str) -> None:
         self.step([Op("audit", {"host": host})])
+
+    # -- what a move rule moves where ---------------------------------------------
+
+    def draw_move(self, data: st.DataObject, same_host_allowed: bool) -> tuple[str, str]:
+        """An instance and a destination for a move: mostly ones Nova accepts.
+
+        Drawn from the state rather than the bundles, because a bundle holds
+        instances whatever their state and hosts whatever their instance: most
+        moves drawn from them were rejections (a resized instance resized
+        again, a live migration to the instance's own host), steps that set
+        up no race.  Sometimes any instance and host is drawn, and Nova must
+        reject what is illegal.
+        """
+        servers = self.state.servers
+        instance = data.draw(mostly_legal(self.movable(), newest_first(servers)), label="instance")
+        source = servers[instance]["host"]
+        destinations = tuple(h for h in self.up_hosts() if same_host_allowed or h != source)
+        host = data.draw(mostly_legal(destinations, tuple(self.host_names)), label="destination")
+        return instance, host
+
+    def movable(self) -> tuple[str, ...]:
+        """Instances a move may start from: active, on an up host."""
+        down = self.state.down_hosts
+        return newest_first(n for n, s in self.state.servers.items() if s["vm_state"] == "active" and s["host"] not in down)
+
+    def other_flavors(self, instance: str) -> tuple[str, ...]:
+        current = self.state.servers[instance].get("flavor")
+        return tuple(flavor for flavor in self.flavors if flavor != current)
 
     # -- several at once ----------------------------------------------------------
 
@@ -280,8 +325,8 @@ class AccountingMachine(RuleBasedStateMachine):
         """
         first = self.named(data.draw(self.operations(), label="first operation"))
         ops = [first]
-        for _ in range(data.draw(st.integers(1, 2), label="more operations")):
-            ops.append(self.named(data.draw(st.one_of(self.related_audits(first), self.operations()), label="then")))
+        for _ in range(data.draw(more_operations, label="more operations")):
+            ops.append(self.named(data.draw(audit_or(self.related_audits(first), self.operations()), label="then")))
         self.step(ops, self.config.schedule(data))
         created = [op.args["instance"] for op in ops if op.name == "create"]
         return multiple(*(name for name in created if name in self.state.servers))
@@ -303,8 +348,8 @@ class AccountingMachine(RuleBasedStateMachine):
         servers, down = self.state.servers, self.state.down_hosts
 
         def instances_where(vm_state: str, host_down: bool = False) -> tuple[str, ...]:
-            return tuple(
-                sorted(name for name, s in servers.items() if s["vm_state"] == vm_state and (s["host"] in down) == host_down)
+            return newest_first(
+                name for name, s in servers.items() if s["vm_state"] == vm_state and (s["host"] in down) == host_down
             )
 
         active, resized = instances_where("active"), instances_where("resized")
@@ -319,6 +364,30 @@ class AccountingMachine(RuleBasedStateMachine):
 
     def named(self, op: Op) -> Op:
         return Op("create", {**op.args, "instance": self.new_name()}) if op.name == "create" else op
+
+
+def newest_first(names: Iterable[str]) -> tuple[str, ...]:
+    """The machine's instance names (vm1, vm2, ...), most recently created first.
+
+    Draws shrink towards the first choice; making that the newest instance
+    (as Hypothesis's bundles do) lets the shrinker delete the steps that
+    created older, irrelevant ones.
+    """
+    return tuple(sorted(names, key=lambda name: (len(name), name), reverse=True))
+
+
+#: How many times more likely a legal choice is than any one choice at all.
+LEGAL_WEIGHT = 3
+
+
+def mostly_legal(legal: tuple[str, ...], anything: tuple[str, ...]) -> st.SearchStrategy[str]:
+    """One of ``anything``, each of ``legal`` weighted :data:`LEGAL_WEIGHT` times; shrinks toward legal."""
+    return one_of_these(legal * LEGAL_WEIGHT + anything)
+
+
+@functools.lru_cache(maxsize=4096)
+def audit_or(audits: st.SearchStrategy[Op], operations: st.SearchStrategy[Op]) -> st.SearchStrategy[Op]:
+    return st.one_of(audits, operations)
 
 
 @functools.lru_cache(maxsize=256)

@@ -99,3 +99,22 @@ def replay_case(case: RegressionCase, extra_fault_files: Sequence[str] = ()) -> 
     if got is None:
         return Verdict(True, "passes, as recorded", result)
     return Verdict(False, f"expected to pass but fails {got}: {result.finding}", result)
+
+
+def replay_case_with_faults_off(case: RegressionCase) -> Verdict:
+    """Replay a case that fails with fault switches on, with them off: it must pass.
+
+    This is what makes a fault's file its documentation: the same steps and
+    schedule are harmless without the switch, so the switch is the bug.
+    """
+    from stateful.targets import target_factory
+
+    result = replay(case.recording, target_factory(case.recording.target), ())
+    if result.invariant is None:
+        return Verdict(True, "passes with its fault switches off", result)
+    return Verdict(
+        False,
+        f"fails {result.invariant} even with {', '.join(case.recording.faults)} off: "
+        f"the fault switch is not what breaks it ({result.finding})",
+        result,
+    )

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -32,6 +33,20 @@ DEFAULT_MAX_DELAY = 8
 #: few dozen checkpoints; mixing short and long bounds gives every position,
 #: the deep ones too, a fair chance of being the first delay.
 GAP_SCALES = (4, 12, 24, 48)
+
+
+# Strategies built once per argument: Hypothesis validates every new strategy
+# object it draws from, which cost more than the draws of a concurrent step.
+
+
+@functools.lru_cache(maxsize=None)
+def up_to(bound: int) -> st.SearchStrategy[int]:
+    return st.integers(0, bound)
+
+
+@functools.lru_cache(maxsize=4096)
+def one_of_these(choices: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+    return st.sampled_from(choices)
 
 
 class VirtualDelays:
@@ -55,13 +70,13 @@ class VirtualDelays:
 
     def __init__(self, data: Any, max_delay: int = DEFAULT_MAX_DELAY, scales: Sequence[int] = GAP_SCALES) -> None:
         self.data = data
-        self.delays = st.integers(0, max_delay)
-        self.scales = st.sampled_from(scales)
+        self.delays = up_to(max_delay)
+        self.scales = one_of_these(tuple(scales))
         self.gaps: st.SearchStrategy[int] = st.nothing()
         self.countdown: list[int] = []
 
     def begin(self, names: Sequence[str]) -> None:
-        self.gaps = st.integers(0, self.data.draw(self.scales))
+        self.gaps = up_to(self.data.draw(self.scales))
         self.countdown = [self.data.draw(self.gaps) for _ in names]
 
     def free_delay(self, task: int, site: str, nth: int) -> int | None:

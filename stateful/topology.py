@@ -25,23 +25,40 @@ def pci_addresses(count: int) -> list[str]:
     return [f"0000:81:00.{slot}" for slot in range(count)]
 
 
-@st.composite
-def hosts(draw: st.DrawFn, name: str) -> dict[str, Any]:
-    vcpus = draw(st.sampled_from([4, 8, 16]))
+#: Each host attribute's choices, built once (Hypothesis validates every new strategy).
+_CHOICES = {
+    "vcpus": st.sampled_from([4, 8, 16]),
+    "memory_mb": st.sampled_from([4096, 8192, 16384]),
+    "local_gb": st.sampled_from([40, 80, 160]),
+    "cpu_allocation_ratio": st.sampled_from([1.0, 2.0, 4.0]),
+    "ram_allocation_ratio": st.sampled_from([1.0, 1.5]),
+    "reserved_host_cpus": st.sampled_from([0, 1]),
+    "reserved_host_memory_mb": st.sampled_from([0, 512]),
+    "reserved_host_disk_gb": st.sampled_from([0, 1]),
+    "pci_devices": st.integers(1, 3),
+    "pinnable_cpus": st.sampled_from([0, 2, 4]),
+}
+_HOST_COUNT = st.integers(MIN_HOSTS, MAX_HOSTS)
+
+
+def draw_host(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    """One compute node's capacities, allocation ratios, reserved amounts and devices."""
+    choose = {key: draw(strategy) for key, strategy in _CHOICES.items()}
+    vcpus = choose["vcpus"]
     return {
         "name": name,
         "vcpus": vcpus,
-        "memory_mb": draw(st.sampled_from([4096, 8192, 16384])),
-        "local_gb": draw(st.sampled_from([40, 80, 160])),
-        "cpu_allocation_ratio": draw(st.sampled_from([1.0, 2.0, 4.0])),
-        "ram_allocation_ratio": draw(st.sampled_from([1.0, 1.5])),
+        "memory_mb": choose["memory_mb"],
+        "local_gb": choose["local_gb"],
+        "cpu_allocation_ratio": choose["cpu_allocation_ratio"],
+        "ram_allocation_ratio": choose["ram_allocation_ratio"],
         "disk_allocation_ratio": 1.0,
-        "reserved_host_cpus": draw(st.sampled_from([0, 1])),
-        "reserved_host_memory_mb": draw(st.sampled_from([0, 512])),
-        "reserved_host_disk_gb": draw(st.sampled_from([0, 1])),
-        "pci_devices": pci_addresses(draw(st.integers(1, 3))),
+        "reserved_host_cpus": choose["reserved_host_cpus"],
+        "reserved_host_memory_mb": choose["reserved_host_memory_mb"],
+        "reserved_host_disk_gb": choose["reserved_host_disk_gb"],
+        "pci_devices": pci_addresses(choose["pci_devices"]),
         # Dedicated (pinned) CPUs come from a separate set, as Nova's cpu_dedicated_set.
-        "pinnable_cpus": list(range(vcpus, vcpus + draw(st.sampled_from([0, 2, 4])))),
+        "pinnable_cpus": list(range(vcpus, vcpus + choose["pinnable_cpus"])),
     }
 
 
@@ -57,8 +74,8 @@ FLAVORS = [
 @st.composite
 def topologies(draw: st.DrawFn) -> dict[str, Any]:
     """2 to 4 hosts with drawn capacities, and every kind of flavor (plain, PCI, pinned)."""
-    count = draw(st.integers(MIN_HOSTS, MAX_HOSTS))
-    return {"hosts": [draw(hosts(f"host{n}")) for n in range(1, count + 1)], "flavors": list(FLAVORS)}
+    count = draw(_HOST_COUNT)
+    return {"hosts": [draw_host(draw, f"host{n}") for n in range(1, count + 1)], "flavors": list(FLAVORS)}
 
 
 def example_topology(host_count: int = 2) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 Every ``*.json`` file under ``tests/regressions/`` is collected as its own
 test: it passes while the file still behaves as recorded (a file expected to
 fail still fails the same invariant) and fails, saying so, when it doesn't.
+A file that fails with fault switches on gets a second test: with them off,
+the same steps and schedule must pass.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -24,15 +28,40 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
 
 class RegressionFile(pytest.File):
     def collect(self):  # type: ignore[no-untyped-def]
+        from stateful.errors import UsageError
+        from stateful.regression import load
+
         yield RegressionItem.from_parent(self, name="replay")
+        try:
+            case = load(self.path)
+        except UsageError:  # reported by the replay item, as that file's failure
+            return
+        if case.expected == "fail" and case.recording.faults:
+            yield RegressionItem.from_parent(self, name="replay with its faults off")
+
+
+def needs_missing_target(path: Path) -> str | None:
+    """Why ``path`` can't be replayed here: its target's package is not installed (else None)."""
+    try:
+        target = json.loads(path.read_text()).get("target")
+    except (OSError, ValueError, AttributeError):
+        return None  # malformed: the replay item reports it
+    if target == "nova" and importlib.util.find_spec("nova") is None:
+        return f"{path.name} replays on real Nova, which is not installed (pip install .[nova])"
+    return None
 
 
 class RegressionItem(pytest.Item):
     def runtest(self) -> None:
         from stateful.regression import load
-        from stateful.replay import replay_case
 
-        verdict = replay_case(load(self.path))
+        missing = needs_missing_target(self.path)
+        if missing:
+            pytest.skip(missing)
+        from stateful.replay import replay_case, replay_case_with_faults_off
+
+        case = load(self.path)
+        verdict = replay_case(case) if self.name == "replay" else replay_case_with_faults_off(case)
         if not verdict.as_recorded:
             raise RegressionChanged(verdict.message)
 

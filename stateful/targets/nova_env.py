@@ -68,6 +68,7 @@ install_api_paste_fix()
 # ---------------------------------------------------------------------------
 
 import contextlib  # noqa: E402
+import sqlite3  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import weakref  # noqa: E402
@@ -239,6 +240,89 @@ class RPCTaskPropagation(fixtures.Fixture):
             "oslo_messaging.rpc.server.RPCServer._process_incoming", process_incoming))
 
 
+class PromptFakeRPC(fixtures.Fixture):
+    """oslo.messaging's fake driver, with listeners woken by a delivery instead of a 50 ms poll.
+
+    The fake driver's RPC servers look for a message every 50 ms, so every
+    hop of an operation (API to conductor, conductor to scheduler, to each
+    compute, and each reply) waited 25 ms on average: most of the wall-clock
+    time of a create or a resize.  Here a listener waits on a condition that
+    every delivery notifies (and still wakes every 50 ms to see if it was
+    stopped); which message it takes, and when, is otherwise unchanged.
+    """
+
+    def _setUp(self) -> None:
+        from oslo_messaging._drivers import base as driver_base
+        from oslo_messaging._drivers import impl_fake
+
+        delivered = threading.Condition()
+        original_deliver = impl_fake.FakeExchange.deliver_message
+
+        def deliver_message(exchange, *args, **kwargs):  # type: ignore[no-untyped-def]
+            original_deliver(exchange, *args, **kwargs)
+            with delivered:
+                delivered.notify_all()
+
+        @driver_base.batch_poll_helper
+        def poll(listener, timeout=None):  # type: ignore[no-untyped-def]
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not listener._stopped.is_set():
+                with delivered:  # a delivery after the look below notifies the wait below
+                    for target in listener._targets:
+                        exchange = listener._exchange_manager.get_exchange(target.exchange)
+                        ctxt, message, reply_q, requeue = exchange.poll(target, listener._pool)
+                        if message is not None:
+                            return impl_fake.FakeIncomingMessage(ctxt, message, reply_q, requeue)
+                    pause = 0.050
+                    if deadline is not None:
+                        pause = min(pause, deadline - time.monotonic())
+                        if pause < 0:
+                            break
+                    delivered.wait(pause)
+            return None
+
+        self.useFixture(fixtures.MonkeyPatch(
+            "oslo_messaging._drivers.impl_fake.FakeExchange.deliver_message", deliver_message))
+        self.useFixture(fixtures.MonkeyPatch("oslo_messaging._drivers.impl_fake.FakeListener.poll", poll))
+
+
+#: The oslo locks whose acquire and release stay delay sites on the Nova target.
+#: ``compute_resources`` is the resource tracker's: where an audit and an
+#: operation meet, and what every accounting race is about.
+DELAY_SITE_LOCKS = frozenset({"compute_resources"})
+
+
+class QuietLocks(fixtures.Fixture):
+    """Every other oslo lock is still the scheduler's (a task that would wait parks), but not a delay site.
+
+    Nova takes some thirty locks per operation that have nothing to do with
+    the accounting (``provider-tree-lock`` around every provider-cache
+    access, the instance's uuid lock, ``refresh_cache-*``, the scheduler's
+    host-state locks): two thirds of an evacuation's checkpoints.  Each
+    checkpoint is a place where the virtual scheduler draws a delay, so with
+    them an operation's clock runs far ahead of an audit's, and the windows
+    the races live in (an audit between two of the operation's database
+    writes) are almost never drawn; shrinking is as slow.  Contention on
+    these locks still parks the waiting task, so no thread ever blocks
+    behind the scheduler's back.  Set up after ``SchedulerLocks``.
+    """
+
+    def __init__(self, loud: frozenset[str] = DELAY_SITE_LOCKS) -> None:
+        super().__init__()
+        self.loud = frozenset(f"lock:{name}:{phase}" for name in loud for phase in ("acquire", "release"))
+
+    def _setUp(self) -> None:
+        from stateful import locks
+
+        real_checkpoint = locks.checkpoint
+
+        def checkpoint(site: str) -> None:
+            if site in self.loud:
+                real_checkpoint(site)
+
+        self.useFixture(fixtures.MonkeyPatch("stateful.locks.checkpoint", checkpoint))
+
+
 class DeterministicUUIDs(fixtures.Fixture):
     """``uuidutils.generate_uuid`` from a counter, so a replay gets the same uuids.
 
@@ -324,6 +408,7 @@ class _NovaCase(integrated_helpers.ProviderUsageBaseTestCase):
             })],
             group="pci",
         )
+        self.useFixture(PromptFakeRPC())  # before the services start listening
         super().setUp()
         from nova.pci import request as pci_request
 
@@ -365,6 +450,7 @@ class NovaEnv:
         self.flavor_specs: dict[str, Mapping[str, Any]] = {}
         self.provider: dict[str, str] = {}
         self.service_ids: dict[str, Any] = {}
+        self.records: sqlite3.Connection | None = None
 
     def start(self) -> "NovaEnv":
         case_class = type("NovaCase", (_NovaCase,), {"topology": self.topology})
@@ -375,6 +461,7 @@ class NovaEnv:
         try:
             case.setUp()
             self.ctx = nova_context.get_admin_context()
+            self.records = self._open_records()
             for host in self.topology["hosts"]:
                 node = objects.ComputeNode.get_by_nodename(self.ctx, host["name"])
                 self.provider[host["name"]] = node.uuid
@@ -402,6 +489,9 @@ class NovaEnv:
             return
         TARGET_HOSTS.clear()
         ROLLBACK_LIVE_MIGRATIONS.clear()
+        records, self.records = self.records, None
+        if records is not None:
+            records.close()
         errors = []
         while case._cleanups:
             function, args, kwargs = case._cleanups.pop()
@@ -418,6 +508,59 @@ class NovaEnv:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def _open_records(self) -> sqlite3.Connection:
+        """A read-only connection to the cell database, for the fuzzer's observations.
+
+        The fuzzer reads the compute nodes' counters at every checkpoint of a
+        concurrent step; through Nova's objects each read opens a new database
+        connection (the fixture's engines have no pool) and costs about 10 ms,
+        four fifths of a step's time.  One plain connection kept open reads
+        the same committed rows (the file is in WAL mode: a reader never waits
+        for, nor sees the uncommitted part of, a paused writer) in well under
+        a millisecond, and never takes part in Nova's sessions or locks.
+        """
+        assert self.case is not None
+        ctx = nova_context.get_admin_context()
+        nova_context.set_target_cell(ctx, self.case.cell_mappings["cell1"])
+        from nova.db.main import api as main_db_api
+
+        url = main_db_api.get_engine(context=ctx).url
+        if url.get_backend_name() != "sqlite" or not url.database:
+            raise RuntimeError(f"the cell database is not a sqlite file: {url}")
+        return sqlite3.connect(f"file:{url.database}?mode=ro", uri=True, check_same_thread=False)
+
+    def counters(self) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, list[str]]]]:
+        """Per compute node: its usage counters, and its claimed or allocated PCI devices' owners.
+
+        ``({node: {"vcpus", "memory_mb", "disk_gb"}}, {node: {address: [instance uuid, ...]}})``,
+        read from the cell database's ``compute_nodes`` and ``pci_devices`` rows.
+        """
+        assert self.records is not None
+        usage: dict[str, dict[str, int]] = {}
+        names: dict[int, str] = {}
+        rows = self.records.execute(
+            "SELECT id, hypervisor_hostname, vcpus_used, memory_mb_used, local_gb_used "
+            "FROM compute_nodes WHERE deleted = 0 ORDER BY id"
+        )
+        for node_id, name, vcpus, memory_mb, disk_gb in rows:
+            if name not in usage:
+                names[node_id] = name
+                usage[name] = {"vcpus": int(vcpus), "memory_mb": int(memory_mb), "disk_gb": int(disk_gb)}
+        owners: dict[str, dict[str, list[str]]] = {name: {} for name in usage}
+        rows = self.records.execute(
+            "SELECT compute_node_id, address, instance_uuid FROM pci_devices "
+            "WHERE status IN ('claimed', 'allocated') AND instance_uuid IS NOT NULL ORDER BY id"
+        )
+        for node_id, address, instance_uuid in rows:
+            if node_id in names:
+                owners[names[node_id]].setdefault(address, []).append(instance_uuid)
+        return usage, owners
+
+    def deleted_instances(self) -> list[str]:
+        """The uuids of the cell's deleted instances."""
+        assert self.records is not None
+        return [uuid for (uuid,) in self.records.execute("SELECT uuid FROM instances WHERE deleted != 0 ORDER BY id")]
 
     # -- conveniences ---------------------------------------------------------
 

@@ -58,6 +58,7 @@ def test_catalogue_is_the_contracts():
             "nova-open-live-migration-unlocked",
             "nova-open-live-migration-rollback-window",
             "nova-open-live-migration-rollback-pci",
+            "nova-open-live-migration-source-audit",
         ]
     )
     for fault in FAULTS:

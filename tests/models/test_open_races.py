@@ -231,3 +231,26 @@ def test_live_migration_rollback_window_counts_the_instance_again(on):
     assert errors(result) == [None, None]
     assert used(c, "host2") == (reserved_plus(MEDIUM) if on else reserved_plus())
     assert_broken_if(on, c, "usage-matches-oracle")
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_a_move_started_as_a_live_migration_ends_is_counted_at_the_source(on):
+    """Nova's _post_live_migration audits the source before it marks the migration
+    completed.  Once post_live_migration_at_destination cleared the task state, a migrate
+    back can start: the instance is in resize_prep with no migration context, so the
+    source audit counts the still-running live migration as an outbound move, and the
+    migrate's claim on that host then counts the instance a second time."""
+    c = cloud()
+    uuid = c.create("small", "host1")
+    result = run_switched(
+        "nova-open-live-migration-source-audit",
+        on,
+        [("live migration", lambda: c.live_migrate(uuid, "host2")), ("migrate back", lambda: c.migrate(uuid, "host1"))],
+        # the source audit pauses after its instance read; the migrate runs up to host1's lock
+        {(0, "db.instance.get_by_host_and_node", 0): 1},
+    )
+    assert errors(result) == [None, None]
+    assert c.db.instances[uuid].host == "host1"
+    assert used(c, "host1") == (reserved_plus(SMALL, SMALL) if on else reserved_plus(SMALL))
+    assert used(c, "host2") == reserved_plus(SMALL)  # the migrate's source, until confirm
+    assert_broken_if(on, c, "usage-matches-oracle")
