@@ -71,6 +71,8 @@ class CampaignOptions:
     schedule: str = "virtual"
     #: Wall-clock bound on shrinking one finding (Hypothesis's own default is 300).
     shrink_seconds: float = 300.0
+    #: Check concurrent steps against the serial orders of their operations.
+    serializable: bool = False
 
 
 @dataclass
@@ -240,7 +242,13 @@ class Worker:
         options = self.options
         self.faults = faults = tuple(select_faults(options.target, options.faults, options.faults_from))
         machine = make_machine(
-            MachineConfig(target_factory(options.target), faults, SCHEDULES[options.schedule], on_example=self.on_example)
+            MachineConfig(
+                target_factory(options.target),
+                faults,
+                SCHEDULES[options.schedule],
+                check_serializable=options.serializable,
+                on_example=self.on_example,
+            )
         )
         database = open_database(options.db)
         # Hypothesis has no setting for this bound, only an engine constant.

@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     fuzz.add_argument("--profile", default="dev", help="Hypothesis settings profile: ci, dev, nightly")
     fuzz.add_argument("--schedule", default="virtual", help="virtual (default), pct, sequential, wallclock")
     fuzz.add_argument("--shrink-seconds", type=float, default=300.0, help="bound on shrinking one finding (Hypothesis's shrink, then as long again minimizing its recording by replay)")
+    fuzz.add_argument(
+        "--serializable",
+        action="store_true",
+        help="also check that each concurrent step ends as some serial order of its operations would",
+    )
     fuzz.add_argument("--report-dir", default="reports", help="where fuzz-report.html and .json are written")
     fuzz.add_argument("--json", action="store_true", help="print the report as one JSON object, nothing else")
 
@@ -95,6 +100,7 @@ def _fuzz(args: argparse.Namespace) -> int:
         regressions=args.regressions,
         profile=args.profile,
         schedule=args.schedule,
+        serializable=args.serializable,
         shrink_seconds=args.shrink_seconds,
     )
     progress = ProgressLine.for_stream(sys.stderr, enabled=not args.json)

@@ -38,6 +38,7 @@ from stateful.errors import Finding
 from stateful.faults import Fault
 from stateful.overlaps import locked_overlap, overlap_labels
 from stateful.scheduler import Strategy
+from stateful.serializability import check_step
 from stateful.session import Recording, Session
 from stateful.strategies import VirtualDelays, one_of_these
 from stateful.target import Observation, Op, Target
@@ -81,6 +82,9 @@ class MachineConfig:
     schedule: Callable[[Any], Strategy] = VirtualDelays
     #: Replay every example and compare traces (a harness error on mismatch).
     self_check: bool = False
+    #: Check each concurrent step's end state against the serial orders of its
+    #: operations (:mod:`stateful.serializability`; costs a replay per order).
+    check_serializable: bool = False
     #: Called with the recording of every example that ends (for campaigns).
     on_example: Callable[[Recording], None] | None = None
 
@@ -171,6 +175,8 @@ class AccountingMachine(RuleBasedStateMachine):
             for op, reason, outcome in zip(ops, reasons, result.outcomes):
                 if reason is not None and outcome.error is None:
                     raise Finding("rejects-illegal-operation", f"{op.label} succeeded although {reason}")
+            if schedule is not None and self.config.check_serializable:
+                check_step(self.session, result, self.config.target)
         except BaseException as error:
             # The last example Hypothesis runs is the shrunk one; whoever
             # catches its failure finds the replayable recording here.

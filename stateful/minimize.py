@@ -22,6 +22,7 @@ from stateful.errors import Finding
 from stateful.faults import Fault
 from stateful.replay import replay
 from stateful.scheduler import ScheduleEntry
+from stateful.serializability import INVARIANT as SERIALIZABLE
 from stateful.session import Recording, StepRecord
 from stateful.target import Target
 
@@ -47,7 +48,7 @@ def minimize(
         for candidate in smaller(best):
             if time.monotonic() >= deadline:
                 break
-            result = replay(candidate, target, faults)
+            result = replay(candidate, target, faults, check_serializable=finding.invariant == SERIALIZABLE)
             if result.finding is not None and result.invariant == finding.invariant:
                 best, best_finding, changed = result.recording, result.finding, True
                 break

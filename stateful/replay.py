@@ -15,6 +15,8 @@ from stateful.errors import Finding, NondeterministicRun
 from stateful.faults import Fault
 from stateful.regression import RegressionCase
 from stateful.scheduler import TraceEvent
+from stateful.serializability import INVARIANT as SERIALIZABLE
+from stateful.serializability import check_step
 from stateful.session import Recording, Session
 from stateful.strategies import FixedDelays
 from stateful.target import Target
@@ -32,14 +34,22 @@ class Replay:
         return self.finding.invariant if self.finding else None
 
 
-def replay(recording: Recording, target: Callable[[], Target], faults: Sequence[Fault]) -> Replay:
-    """Apply ``recording``'s steps to a fresh target; stop at the first finding."""
+def replay(
+    recording: Recording, target: Callable[[], Target], faults: Sequence[Fault], check_serializable: bool = False
+) -> Replay:
+    """Apply ``recording``'s steps to a fresh target; stop at the first finding.
+
+    ``check_serializable`` also checks each concurrent step against the serial
+    orders of its operations (:mod:`stateful.serializability`).
+    """
     session = Session(target(), recording.topology, faults)
     with session:
         for step in recording.steps:
             schedule = FixedDelays.from_schedule(step.schedule) if step.concurrent else None
             try:
-                session.apply(step.ops, schedule)
+                result = session.apply(step.ops, schedule)
+                if check_serializable and step.concurrent:
+                    check_step(session, result, target)
             except Finding as finding:
                 return Replay(session.recording, finding)
     return Replay(session.recording, None)
@@ -83,7 +93,7 @@ def replay_case(case: RegressionCase, extra_fault_files: Sequence[str] = ()) -> 
     recording = case.recording
     factory = target_factory(recording.target)
     faults = select_faults(recording.target, recording.faults, extra_fault_files)
-    result = replay(recording, factory, faults)
+    result = replay(recording, factory, faults, check_serializable=case.invariant == SERIALIZABLE)
     got = result.invariant
     if case.expected == "fail":
         if got == case.invariant:
@@ -109,7 +119,7 @@ def replay_case_with_faults_off(case: RegressionCase) -> Verdict:
     """
     from stateful.targets import target_factory
 
-    result = replay(case.recording, target_factory(case.recording.target), ())
+    result = replay(case.recording, target_factory(case.recording.target), (), check_serializable=case.invariant == SERIALIZABLE)
     if result.invariant is None:
         return Verdict(True, "passes with its fault switches off", result)
     return Verdict(
