@@ -382,12 +382,14 @@ def newest_first(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda name: (len(name), name), reverse=True))
 
 
-#: How many times more likely a legal choice is than any one choice at all.
+#: Extra copies of each legal choice in a draw: a legal choice is 1 + this
+#: many times as likely as an illegal one.
 LEGAL_WEIGHT = 3
 
 
 def mostly_legal(legal: tuple[str, ...], anything: tuple[str, ...]) -> st.SearchStrategy[str]:
-    """One of ``anything``, each of ``legal`` weighted :data:`LEGAL_WEIGHT` times; shrinks toward legal."""
+    """One of ``anything``, with :data:`LEGAL_WEIGHT` extra copies of each of ``legal`` first
+    (so draws shrink toward a legal choice)."""
     return one_of_these(legal * LEGAL_WEIGHT + anything)
 
 
