@@ -41,6 +41,17 @@ that fix out, so Nova's own method runs):
   delete's ``vm_state=deleted`` save and ``update_usage`` stopped tracking the
   instance but ``PciDevTracker.clean_usage`` spared its devices (the instance
   was still in its read), so the devices stay allocated to a deleted instance.
+* ``nova-open-delete-mid-move`` — a delete during a cold migration or resize
+  removes the instance's allocations only (``ComputeManager._complete_deletion``);
+  the move then fails on the deleted instance.  Its clean-up
+  (``ComputeManager._revert_allocation``, e.g. from ``resize_instance`` on
+  the source) moves the source allocation the migration held back to the
+  instance's uuid: placement keeps it for a deleted instance until the
+  source's next audit (``_remove_deleted_instances_allocations``) deletes it.
+  During a revert, ``finish_revert_resize`` fails before its
+  ``_revert_allocation``: the migration (``error``) keeps the source
+  allocation for good, and the source's tracker counts the instance until
+  its next audit.  Four patches, below.
 """
 
 from __future__ import annotations
@@ -48,14 +59,18 @@ from __future__ import annotations
 from stateful.targets import nova_env  # noqa: F401  (threading mode first)
 
 import functools  # noqa: E402
+import importlib  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import fixtures  # noqa: E402
 
+from nova import exception  # noqa: E402
+from nova import objects  # noqa: E402
 from nova import utils  # noqa: E402
 from nova.compute import resource_tracker  # noqa: E402
 from nova.compute import task_states  # noqa: E402
 from nova.compute import vm_states  # noqa: E402
+from nova.scheduler.client import report  # noqa: E402
 
 from stateful.faults import Fault  # noqa: E402
 
@@ -173,6 +188,15 @@ def _tracking_arrived_instances(update_usage: Callable[..., Any]) -> Callable[..
     return fixed
 
 
+#: On a ResourceTracker: instance uuid -> the flavor it is still counted with after a
+#: same-node revert dropped the new flavor's claim (see :func:`_keeping_same_node_instance`).
+_COUNTED_AS = "_stateful_counted_as"
+
+
+def _counted_as(tracker: Any) -> dict[str, Any]:
+    return tracker.__dict__.setdefault(_COUNTED_AS, {})
+
+
 def _keeping_same_node_instance(drop: Callable[..., Any]) -> Callable[..., Any]:
     """Fix (``nova-open-delete-after-move``) for ``ResourceTracker._drop_move_claim``.
 
@@ -183,14 +207,72 @@ def _keeping_same_node_instance(drop: Callable[..., Any]) -> Callable[..., Any]:
     behind until the next audit.  The fix: when the dropped claim was a
     tracked same-node migration on this node, the instance stays tracked.
     The model's ``ResourceTracker._stays_after_drop``.
+
+    A same-node revert (``drop_move_claim_at_dest``, ``prefix="new_"``)
+    leaves the old flavor counted while ``instance.flavor`` stays the new one
+    until ``finish_revert_resize`` switches it back, without a word to the
+    tracker; ``update_usage`` subtracts ``instance.flavor`` when the instance
+    is deleted, so a delete in between would take the new flavor off what
+    counts the old one (negative usage: found by ``fuzz --target nova``).  So
+    the fix also notes the flavor still counted, for :func:`_removing_counted_flavor`.
     """
 
     @functools.wraps(drop)
     def fixed(self, context, instance, nodename, flavor=None, prefix="new_"):  # type: ignore[no-untyped-def]
-        migration = self.tracked_migrations.get(instance["uuid"])
+        uuid = instance["uuid"]
+        migration = self.tracked_migrations.get(uuid)
         drop(self, context, instance, nodename, flavor=flavor, prefix=prefix)
+        _counted_as(self).pop(uuid, None)
         if migration is not None and migration.source_node == migration.dest_node == nodename:
-            self.tracked_instances.add(instance["uuid"])
+            self.tracked_instances.add(uuid)
+            if prefix == "new_" and instance.obj_attr_is_set("old_flavor") and instance.old_flavor is not None:
+                _counted_as(self)[uuid] = instance.old_flavor
+
+    return fixed
+
+
+def _flavor_id(flavor: Any) -> Any:
+    return None if flavor is None else flavor.flavorid
+
+
+def _removing_counted_flavor(update_usage: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-delete-after-move``) for ``ResourceTracker.update_usage``, with the above.
+
+    A tracked instance deleted in the middle of a same-node revert (its
+    flavor still the new one, its old flavor the one counted) has the
+    counted flavor subtracted: ``update_usage`` runs on a copy of the
+    instance with that flavor.  Once ``finish_revert_resize`` switched the
+    flavor back, or an audit recounted the node (it counts ``instance.flavor``;
+    :func:`_forgetting_counted_flavors`), the instance's own flavor is right.
+    """
+
+    @functools.wraps(update_usage)
+    def fixed(self, context, instance, nodename):  # type: ignore[no-untyped-def]
+        uuid = instance["uuid"]
+        counted = _counted_as(self).get(uuid)
+        if (
+            counted is not None
+            and uuid in self.tracked_instances
+            and vm_states.allow_resource_removal(vm_state=instance.vm_state, task_state=instance.task_state)
+        ):
+            del _counted_as(self)[uuid]
+            if _flavor_id(instance.flavor) != _flavor_id(counted):
+                instance = instance.obj_clone()
+                instance.flavor = counted
+        return update_usage(self, context, instance, nodename)
+
+    return fixed
+
+
+def _forgetting_counted_flavors(recount: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-delete-after-move``) for ``ResourceTracker._update_usage_from_instances``:
+    the audit counts every instance with its own flavor again, so the notes of
+    :func:`_keeping_same_node_instance` no longer apply."""
+
+    @functools.wraps(recount)
+    def fixed(self, context, instances, nodename):  # type: ignore[no-untyped-def]
+        _counted_as(self).clear()
+        return recount(self, context, instances, nodename)
 
     return fixed
 
@@ -229,15 +311,202 @@ def _freeing_untracked_devices(update_usage: Callable[..., Any]) -> Callable[...
     return fixed
 
 
-#: ``nova-open-*`` switch -> (ResourceTracker method, the fix that wraps its unlocked body).
-#: A locked method's fix runs under the lock, like the method itself.
+def _instance_deleted(context: Any, uuid: str) -> bool:
+    """Whether the instance is deleted, or being deleted past the point of no return.
+
+    ``ComputeManager._delete_instance`` saves ``vm_state=deleted`` before it
+    deletes the instance's allocations and destroys it; an archived instance
+    is not found at all.
+    """
+    try:
+        instance = objects.Instance.get_by_uuid(context.elevated(read_deleted="yes"), uuid, expected_attrs=[])
+    except exception.InstanceNotFound:
+        return True
+    return bool(instance.deleted) or instance.vm_state == vm_states.DELETED
+
+
+def _not_reverting_to_deleted(revert: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-delete-mid-move``) for ``ComputeManager._revert_allocation``.
+
+    A failed cold migration or resize (``prep_resize`` on the destination,
+    ``resize_instance`` on the source), a revert (``_finish_revert_resize``)
+    and a live migration's abort or rollback call ``_revert_allocation``,
+    which moves the source allocation
+    the migration holds back to the instance's uuid
+    (``SchedulerReportClient.move_allocations``) without asking whether the
+    instance still exists.  A delete during the move
+    (``ComputeManager._delete_instance`` → ``_complete_deletion``) deletes the
+    instance's allocations only, and the move then fails on the deleted
+    instance: its revert hands the migration's allocation to the deleted
+    instance's uuid, where it stays until the source's next audit
+    (``ResourceTracker._remove_deleted_instances_allocations``; never, if the
+    instance row was archived first).  The fix: after the move, if the
+    instance is deleted (or saved ``vm_state=deleted``, after which the
+    delete removes its allocations: then the move came first and the delete
+    removes them), delete the allocations the move just gave it.
+    """
+
+    @functools.wraps(revert)
+    def fixed(self, context, instance, migration):  # type: ignore[no-untyped-def]
+        reverted = revert(self, context, instance, migration)
+        if reverted and _instance_deleted(context, instance.uuid):
+            self.reportclient.delete_allocation_for_instance(context, instance.uuid, force=True)
+        return reverted
+
+    return fixed
+
+
+def _deleting_move_allocations(complete: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-delete-mid-move``) for ``ComputeManager._complete_deletion``.
+
+    Nova's delete removes the allocations of the instance's uuid only
+    (``_complete_deletion`` → ``delete_allocation_for_instance``).  During a
+    cold migration or resize the source's share is held by the migration's
+    uuid, and the move is left to hand it back: when the move then fails on
+    the deleted instance before its ``_revert_allocation`` (a revert:
+    ``_finish_revert_resize`` saves the instance first, ``InstanceNotFound``),
+    nothing ever frees it: the source's audit
+    (``_remove_deleted_instances_allocations``) skips a migration in
+    ``error`` as active and finds no instance for a ``reverted`` one's uuid.
+    The fix: the delete also removes the allocations of the instance's
+    migrations (a finished one holds none; one whose revert already handed
+    its allocation back holds none either).
+    """
+
+    @functools.wraps(complete)
+    def fixed(self, context, instance):  # type: ignore[no-untyped-def]
+        complete(self, context, instance)
+        migrations = objects.MigrationList.get_by_filters(
+            context.elevated(read_deleted="yes"), {"instance_uuid": instance.uuid}
+        )
+        for migration in migrations:
+            self.reportclient.delete_allocation_for_instance(
+                context, migration.uuid, consumer_type="migration", force=True
+            )
+
+    return fixed
+
+
+@utils.synchronized(_SEMAPHORE, fair=True)
+def _drop_outbound_claim(tracker, context, instance, nodename, flavor):  # type: ignore[no-untyped-def]
+    """What the source still counts for a deleted instance that was leaving it, removed.
+
+    Until the source's next audit its tracker counts the instance as an
+    instance (with the old flavor); after one, through its outbound migration.
+    """
+    if flavor is None or tracker.disabled(nodename):
+        return
+    uuid = instance.uuid
+    if uuid in tracker.tracked_migrations:
+        tracker._drop_move_claim(context, instance, nodename, flavor, prefix="old_")
+    elif uuid in tracker.tracked_instances:
+        leaving = instance.obj_clone()
+        leaving.flavor = flavor
+        tracker._update_usage_from_instance(context, leaving, nodename, is_removed=True)
+        tracker._update(context.elevated(), tracker.compute_nodes[nodename])
+
+
+def _dropping_source_claim_of_deleted(finish: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-delete-mid-move``) for ``ComputeManager.finish_revert_resize``.
+
+    The source compute's half of a revert.  Its first write,
+    ``_revert_instance_flavor_host_node``'s ``instance.save``, raises
+    ``InstanceNotFound`` if a delete (cast to the destination, where the
+    instance still is) destroyed the instance after ``revert_resize``
+    started; everything after it is skipped: the source's tracker keeps
+    counting the instance (as an instance, or after an audit through its
+    outbound migration) with the old flavor, and its PCI devices allocated,
+    until its next audit; and the migration's allocation is left in
+    placement (:func:`_deleting_move_allocations`).  The fix: on
+    ``InstanceNotFound``, remove what the source counts for it (under the
+    lock, as ``drop_move_claim_at_source`` and ``update_usage`` do), with
+    the old flavor read on entry (``_delete_stashed_flavor_info`` clears it
+    on the way out).
+    """
+
+    @functools.wraps(finish)
+    def fixed(self, context, instance, migration, request_spec=None):  # type: ignore[no-untyped-def]
+        try:
+            old_flavor = instance.old_flavor
+        except exception.InstanceNotFound:
+            old_flavor = None
+        try:
+            return finish(self, context, instance, migration, request_spec)
+        except exception.InstanceNotFound:
+            _drop_outbound_claim(self.rt, context, instance, migration.source_node, old_flavor)
+            raise
+
+    return fixed
+
+
+def _conductor_not_reverting_to_deleted(revert: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-delete-mid-move``) for the conductor's ``revert_allocation_for_migration``.
+
+    ``nova.conductor.tasks.migrate.revert_allocation_for_migration`` (the
+    rollback of ``MigrationTask`` and ``LiveMigrationTask`` when the
+    conductor's part of a move fails after it swapped the source allocation
+    to the migration) moves it back to the instance just as
+    ``ComputeManager._revert_allocation`` does, deleted or not; the same fix.
+    And when the migration holds nothing there is nothing to revert: Nova's
+    ``SchedulerReportClient.move_allocations`` raises ``KeyError`` when both
+    consumers are empty.  In production the conductor's rollback never
+    follows a compute's own revert (``prep_resize`` is a cast); in process,
+    with casts run as calls, it does when the move failed on a compute, and
+    with the compute's fix above that revert may have left both empty.
+    """
+
+    @functools.wraps(revert)
+    def fixed(context, source_cn, instance, migration):  # type: ignore[no-untyped-def]
+        client = report.report_client_singleton()
+        if not client.get_allocs_for_consumer(context, migration.uuid).get("allocations"):
+            return None
+        revert(context, source_cn, instance, migration)
+        if _instance_deleted(context, instance.uuid):
+            client.delete_allocation_for_instance(context, instance.uuid, force=True)
+        return None
+
+    return fixed
+
+
+#: ``nova-open-*`` switch -> (method, the fix that wraps it).  A bare name is a
+#: ``ResourceTracker`` method (a locked one's fix wraps its unlocked body and
+#: runs under the lock, like the method itself); a dotted name is another of
+#: Nova's methods or functions, by its full path.
 OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...]] = {
     "nova-open-delete-after-move": (
         ("update_usage", _tracking_arrived_instances),
+        ("update_usage", _removing_counted_flavor),
         ("_drop_move_claim", _keeping_same_node_instance),
+        ("_update_usage_from_instances", _forgetting_counted_flavors),
     ),
     "nova-open-delete-pci-leak": (("update_usage", _freeing_untracked_devices),),
+    "nova-open-delete-mid-move": (
+        ("nova.compute.manager.ComputeManager._complete_deletion", _deleting_move_allocations),
+        ("nova.compute.manager.ComputeManager.finish_revert_resize", _dropping_source_claim_of_deleted),
+        ("nova.compute.manager.ComputeManager._revert_allocation", _not_reverting_to_deleted),
+        ("nova.conductor.tasks.migrate.revert_allocation_for_migration", _conductor_not_reverting_to_deleted),
+    ),
 }
+
+
+def _patch_path(method: str) -> str:
+    return method if "." in method else f"{RT}.{method}"
+
+
+def _nova_method(method: str) -> Any:
+    """The method ``method`` names (see :data:`OPEN_RACE_FIXES`), as Nova has it now."""
+    if "." not in method:
+        return getattr(resource_tracker.ResourceTracker, method)
+    parts = method.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            found = getattr(found, name)
+        return found
+    raise ImportError(method)
 
 
 #: The fixed methods that Nova runs under the ``compute_resources`` lock.
@@ -263,12 +532,12 @@ class OpenRaceFixes(fixtures.Fixture):
                 continue
             for method, fix in fixes:
                 if method not in bodies:
-                    current = getattr(resource_tracker.ResourceTracker, method)
+                    current = _nova_method(method)
                     bodies[method] = _unlocked(current) if method in _LOCKED else current
                 bodies[method] = fix(bodies[method])
         for method, body in bodies.items():
             fixed = _relocked(body) if method in _LOCKED else body
-            self.useFixture(fixtures.MonkeyPatch(f"{RT}.{method}", fixed))
+            self.useFixture(fixtures.MonkeyPatch(_patch_path(method), fixed))
 
 
 def _nova_open(name: str, where: str, description: str, breaks: tuple[str, ...]) -> Fault:
@@ -321,5 +590,12 @@ FAULTS: list[Fault] = [
         "clean_usage spares it (nova/compute/resource_tracker.py, nova/pci/manager.py)",
         "an audit between a delete's 'deleted' save and its update_usage leaves the PCI devices allocated",
         breaks=("terminal-holds-nothing", "usage-matches-oracle"),
+    ),
+    _nova_open(
+        "nova-open-delete-mid-move",
+        "ComputeManager._revert_allocation moves a failed move's source allocation back to an instance "
+        "that was deleted meanwhile (nova/compute/manager.py)",
+        "a delete during a cold migration or resize leaves the source allocation to the deleted instance",
+        breaks=("terminal-holds-nothing",),
     ),
 ]

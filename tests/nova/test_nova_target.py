@@ -207,6 +207,80 @@ def test_nova_open_delete_pci_leak_leaves_the_device_to_a_deleted_instance() -> 
     assert f"{uuid} is finished but still owns PCI device 0000:81:00.0 on host1" in str(finding.value)
 
 
+def _delete_racing_migration(s: Session) -> str:
+    """A cold migration host1 -> host2 pauses inside prep_resize's claim on host2 (after its 3rd
+    instance.save) while a delete of the instance runs to the end on host1.  The migration then
+    fails on the deleted instance, and resize_instance on host1 reverts the migration's allocation."""
+    s.apply([op("create", instance="vm1", flavor="medium", host="host1")])
+    uuid = s.target.uuids["vm1"]
+    s.apply(
+        [op("migrate", instance="vm1", host="host2"), op("delete", instance="vm1")],
+        FixedDelays({(0, "nova.instance.save:after", 2): 10}),
+    )
+    return uuid
+
+
+def test_nova_open_delete_mid_move_leaves_the_source_allocation_to_the_deleted_instance() -> None:
+    with session("nova-open-delete-mid-move") as s:
+        with pytest.raises(Finding) as finding:
+            _delete_racing_migration(s)
+        env = s.target.env
+        uuid = env.deleted_instances()[0]
+        held = {"host1": {"VCPU": 2, "MEMORY_MB": 1024, "DISK_GB": 2}}
+        assert {host: dict(r) for host, r in s.target.observe().allocations[uuid].items()} == held
+        (migration,) = s.target._migrations()
+        assert migration.status == "error" and env.allocations(migration.uuid) == {}
+        env.audit("host1")  # the source's next audit heals it (_remove_deleted_instances_allocations)
+        assert uuid not in s.target.observe().allocations
+    assert finding.value.invariant == "terminal-holds-nothing"
+    assert f"{uuid} is finished but still holds allocations {held}" in str(finding.value)
+
+
+def _delete_racing_revert(s: Session, host: str) -> None:
+    """vm2 resized small -> medium onto ``host``, then reverted; the revert pauses after
+    drop_move_claim_at_dest released the lock while a delete runs to the end, so
+    finish_revert_resize then fails on the deleted instance before it reverts the allocation."""
+    s.apply([op("create", instance="vm2", flavor="small", host="host1")])
+    s.apply([op("resize", instance="vm2", flavor="medium", host=host)])
+    s.apply(
+        [op("revert", instance="vm2"), op("delete", instance="vm2")],
+        FixedDelays({(0, "lock:compute_resources:release", 0): 10}),
+    )
+
+
+@pytest.mark.parametrize("host", ["host2", "host1"], ids=["cross-host", "same-host"])
+def test_nova_open_delete_mid_move_leaves_a_reverted_migrations_allocation_for_good(host: str) -> None:
+    with session("nova-open-delete-mid-move") as s:
+        with pytest.raises(Finding) as finding:
+            _delete_racing_revert(s, host)
+        (migration,) = s.target._migrations()
+        held = {"host1": {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}}
+        assert s.target.observe().allocations[migration.uuid] == held
+        for audited in ("host1", host):  # no audit frees it: Nova's audit skips a migration in error
+            s.target.env.audit(audited)
+        assert migration.status == "error" and s.target.observe().allocations[migration.uuid] == held
+    assert finding.value.invariant == "terminal-holds-nothing"
+    assert f"{migration.uuid} is finished but still holds allocations {held}" in str(finding.value)
+
+
+def test_the_target_fixes_delete_mid_move_by_default() -> None:
+    with session() as s:
+        uuid = _delete_racing_migration(s)  # raises Finding if an invariant breaks
+        observed = s.target.observe()
+        (migration,) = s.target._migrations()
+        assert migration.status == "error"
+        assert uuid in s.target.env.deleted_instances()
+        assert observed.allocations == {}
+        reserved = {"vcpus": 0, "memory_mb": 512, "disk_gb": 0, "pci_devices": 0}
+        assert observed.usage == {"host1": reserved, "host2": reserved}
+    for host in ("host2", "host1"):
+        with session() as s:
+            _delete_racing_revert(s, host)
+            observed = s.target.observe()
+            assert observed.allocations == {}
+            assert observed.usage == {"host1": reserved, "host2": reserved}
+
+
 def test_the_target_fixes_novas_open_races_by_default() -> None:
     """The same three scenarios with no switch on: nothing stays counted or allocated."""
     with session() as s:
@@ -224,11 +298,17 @@ def test_open_race_switches_restore_novas_methods() -> None:
     """A switch leaves its fix out, so Nova's own method runs; cleanup restores every method."""
     from nova.compute.resource_tracker import ResourceTracker
 
-    from stateful.targets.nova_faults import OPEN_RACE_FIXES, OpenRaceFixes
+    from stateful.targets.nova_faults import OPEN_RACE_FIXES, OpenRaceFixes, _nova_method
 
     patched = {method for fixes in OPEN_RACE_FIXES.values() for method, _ in fixes}
-    assert patched == {"update_usage", "_drop_move_claim"}
-    nova = {method: getattr(ResourceTracker, method) for method in patched}
+    revert = "nova.compute.manager.ComputeManager._revert_allocation"
+    conductor_revert = "nova.conductor.tasks.migrate.revert_allocation_for_migration"
+    deletion = "nova.compute.manager.ComputeManager._complete_deletion"
+    finish_revert = "nova.compute.manager.ComputeManager.finish_revert_resize"
+    mid_move = {deletion, finish_revert, revert, conductor_revert}
+    assert patched == {"update_usage", "_drop_move_claim", "_update_usage_from_instances"} | mid_move
+    nova = {method: _nova_method(method) for method in patched}
+    assert nova["update_usage"] is ResourceTracker.update_usage
 
     def methods_kept(*switches: str) -> set[str]:
         faults = select_faults("nova", list(switches))
@@ -236,13 +316,18 @@ def test_open_race_switches_restore_novas_methods() -> None:
             for fault in faults:
                 stack.enter_context(fault.fixture())
             with OpenRaceFixes():
-                return {m for m in patched if getattr(ResourceTracker, m) is nova[m]}
+                return {m for m in patched if _nova_method(m) is nova[m]}
 
     assert methods_kept() == set()
-    assert methods_kept("nova-open-delete-after-move") == {"_drop_move_claim"}  # update_usage: the PCI fix
+    # update_usage keeps the PCI fix
+    assert methods_kept("nova-open-delete-after-move") == {"_drop_move_claim", "_update_usage_from_instances"}
     assert methods_kept("nova-open-delete-pci-leak") == set()
-    assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == patched
-    assert all(getattr(ResourceTracker, m) is nova[m] for m in patched)
+    assert methods_kept("nova-open-delete-mid-move") == mid_move
+    assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == {
+        "update_usage", "_drop_move_claim", "_update_usage_from_instances",
+    }
+    assert methods_kept(*OPEN_RACE_FIXES) == patched
+    assert all(_nova_method(m) is nova[m] for m in patched)
 
 
 def test_counters_read_the_same_records_as_novas_objects() -> None:
