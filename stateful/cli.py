@@ -40,7 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     fuzz.add_argument("--regressions", default="tests/regressions", help="where regression files are written")
     fuzz.add_argument("--profile", default="dev", help="Hypothesis settings profile: ci, dev, nightly")
     fuzz.add_argument("--schedule", default="virtual", help="virtual (default), pct, sequential, wallclock")
-    fuzz.add_argument("--shrink-seconds", type=float, default=300.0, help="bound on shrinking one finding (Hypothesis's shrink, then as long again minimizing its recording by replay)")
+    fuzz.add_argument(
+        "--shrink-seconds",
+        type=float,
+        default=300.0,
+        help="bound on each of the two stages of shrinking one finding: "
+        "Hypothesis's shrink, then minimizing its recording by replay",
+    )
     fuzz.add_argument(
         "--serializable",
         action="store_true",

@@ -313,7 +313,8 @@ class AccountingMachine(RuleBasedStateMachine):
     def movable(self) -> tuple[str, ...]:
         """Instances a move may start from: active, on an up host."""
         down = self.state.down_hosts
-        return newest_first(n for n, s in self.state.servers.items() if s["vm_state"] == "active" and s["host"] not in down)
+        servers = self.state.servers.items()
+        return newest_first(name for name, s in servers if s["vm_state"] == "active" and s["host"] not in down)
 
     def other_flavors(self, instance: str) -> tuple[str, ...]:
         current = self.state.servers[instance].get("flavor")

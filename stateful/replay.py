@@ -18,7 +18,6 @@ from stateful.scheduler import TraceEvent
 from stateful.serializability import INVARIANT as SERIALIZABLE
 from stateful.serializability import check_step
 from stateful.session import Recording, Session
-from stateful.strategies import FixedDelays
 from stateful.target import Target
 
 
@@ -45,9 +44,8 @@ def replay(
     session = Session(target(), recording.topology, faults)
     with session:
         for step in recording.steps:
-            schedule = FixedDelays.from_schedule(step.schedule) if step.concurrent else None
             try:
-                result = session.apply(step.ops, schedule)
+                result = session.apply_recorded(step)
                 if check_serializable and step.concurrent:
                     check_step(session, result, target)
             except Finding as finding:
@@ -119,7 +117,8 @@ def replay_case_with_faults_off(case: RegressionCase) -> Verdict:
     """
     from stateful.targets import target_factory
 
-    result = replay(case.recording, target_factory(case.recording.target), (), check_serializable=case.invariant == SERIALIZABLE)
+    target = target_factory(case.recording.target)
+    result = replay(case.recording, target, (), check_serializable=case.invariant == SERIALIZABLE)
     if result.invariant is None:
         return Verdict(True, "passes with its fault switches off", result)
     return Verdict(

@@ -24,7 +24,6 @@ from typing import Any, Callable, Iterator, Sequence
 from stateful.errors import Finding
 from stateful.faults import Fault
 from stateful.session import Recording, Session, StepResult
-from stateful.strategies import FixedDelays
 from stateful.target import Observation, Op, Target
 
 INVARIANT = "serializable"
@@ -35,13 +34,17 @@ def end_state(observation: Observation, describe: Callable[[str], str]) -> dict[
     return {
         "usage": observation.usage,
         "servers": observation.servers,
-        "allocations": {describe(consumer): held for consumer, held in observation.allocations.items() if held},
+        "allocations": {
+            describe(consumer): held for consumer, held in observation.allocations.items() if held
+        },
         "pci_devices": _held_per_consumer(observation.pci_owners, describe),
         "pinned_cpus": _held_per_consumer(observation.cpu_owners, describe),
     }
 
 
-def _held_per_consumer(owners: dict[str, dict[str, list[str]]], describe: Callable[[str], str]) -> dict[str, Any]:
+def _held_per_consumer(
+    owners: dict[str, dict[str, list[str]]], describe: Callable[[str], str]
+) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for node, by_item in owners.items():
         for consumers in by_item.values():
@@ -80,7 +83,8 @@ def check_serializable(
         orders.append((order, state))
     labels = " | ".join(op.label for op in recording.steps[-1].ops)
     differences = "; ".join(
-        f"after {' then '.join(op.label for op in order) or 'nothing'}: {first_difference(concurrent_end, state)}"
+        f"after {' then '.join(op.label for op in order) or 'nothing'}: "
+        f"{first_difference(concurrent_end, state)}"
         for order, state in orders
     )
     raise Finding(INVARIANT, f"the end of {labels} matches no serial order of what succeeded ({differences})")
@@ -95,7 +99,7 @@ def serial_end_states(
         with session:
             try:
                 for step in recording.steps[:-1]:
-                    session.apply(step.ops, FixedDelays.from_schedule(step.schedule) if step.concurrent else None)
+                    session.apply_recorded(step)
                 for op in order:
                     session.apply([op])
             except Finding:

@@ -29,6 +29,7 @@ from stateful.scheduler import (
     TraceEvent,
     schedule_of,
 )
+from stateful.strategies import FixedDelays
 from stateful.target import Observation, Op, Target
 
 
@@ -109,6 +110,10 @@ class Session(fixtures.Fixture):
         except Finding as finding:
             self.recording.broke = finding.invariant
             raise
+
+    def apply_recorded(self, step: StepRecord) -> StepResult:
+        """Apply a recorded step again; a concurrent one follows its recorded schedule."""
+        return self.apply(step.ops, FixedDelays.from_schedule(step.schedule) if step.concurrent else None)
 
     def _apply(self, ops: tuple[Op, ...], strategy: Strategy | None) -> StepResult:
         audit_host = ops[0].args["host"] if len(ops) == 1 and ops[0].name == "audit" else None

@@ -21,7 +21,9 @@ MODEL_FAULTS = builtin_faults("model")
 TestAccountingMachine = make_machine(MachineConfig(target_factory("model"), self_check=True)).TestCase
 
 
-def first_finding(config: MachineConfig, max_examples: int, shrink: bool = False, seed: int | None = None) -> Finding | None:
+def first_finding(
+    config: MachineConfig, max_examples: int, shrink: bool = False, seed: int | None = None
+) -> Finding | None:
     """Run the machine on a fixed budget; the finding it ends in, or None.
 
     Derandomized unless ``seed`` is given.  With ``shrink``, the finding is
@@ -33,13 +35,16 @@ def first_finding(config: MachineConfig, max_examples: int, shrink: bool = False
     machine = make_machine(config)
     if seed is not None:
         budget, machine = settings(budget, derandomize=False), hypothesis.seed(seed)(machine)
-    shrink_bound = fixtures.MonkeyPatch("hypothesis.internal.conjecture.engine.MAX_SHRINKING_SECONDS", SHRINK_SECONDS)
+    shrink_bound = fixtures.MonkeyPatch(
+        "hypothesis.internal.conjecture.engine.MAX_SHRINKING_SECONDS", SHRINK_SECONDS
+    )
     try:
         with shrink_bound:
             run_state_machine_as_test(machine, settings=budget)
     except Finding as finding:
         if shrink:
-            recording, finding = minimize(finding.stateful_recording, finding, config.target, config.faults, SHRINK_SECONDS)
+            recording = finding.stateful_recording
+            recording, finding = minimize(recording, finding, config.target, config.faults, SHRINK_SECONDS)
             finding.stateful_recording = recording
         return finding
     return None

@@ -12,7 +12,7 @@ from stateful.profiles import profile
 from stateful.replay import replay
 from stateful.scheduler import ScheduleEntry
 from stateful.serializability import check_serializable, end_state, first_difference
-from stateful.session import Recording, StepRecord
+from stateful.session import Recording, Session, StepRecord
 from stateful.target import Op
 from stateful.targets import target_factory
 from stateful.topology import example_topology
@@ -21,6 +21,8 @@ MODEL = target_factory("model")
 CREATE = Op("create", {"instance": "vm1", "flavor": "small", "host": "host1"})
 RESIZE = Op("resize", {"instance": "vm1", "flavor": "medium", "host": "host2"})
 AUDIT = Op("audit", {"host": "host2"})
+#: A resize to host2 paused after an instance save while host2 is audited.
+INTERLEAVED = [StepRecord((CREATE,)), StepRecord((RESIZE, AUDIT), (ScheduleEntry(0, "db.instance.save", 1, 3),))]
 
 
 def ran(steps: list[StepRecord]) -> Recording:
@@ -29,27 +31,22 @@ def ran(steps: list[StepRecord]) -> Recording:
 
 def concurrent_end(steps: list[StepRecord]) -> dict:
     """The end state of running ``steps`` (the last one concurrent), as the check compares it."""
-    from stateful.session import Session
-    from stateful.strategies import FixedDelays
-
     session = Session(MODEL(), example_topology(2))
     with session:
         for step in steps:
-            session.apply(step.ops, FixedDelays.from_schedule(step.schedule) if step.concurrent else None)
+            session.apply_recorded(step)
         return end_state(session.target.observe(), session.target.describe)
 
 
 def test_an_interleaved_resize_and_audit_ends_as_a_serial_order():
-    steps = [StepRecord((CREATE,)), StepRecord((RESIZE, AUDIT), (ScheduleEntry(0, "db.instance.save", 1, 3),))]
-    check_serializable(ran(steps), [RESIZE, AUDIT], concurrent_end(steps), MODEL, ())
+    check_serializable(ran(INTERLEAVED), [RESIZE, AUDIT], concurrent_end(INTERLEAVED), MODEL, ())
 
 
 def test_an_end_state_no_serial_order_gives_is_a_finding_that_says_where_it_differs():
-    steps = [StepRecord((CREATE,)), StepRecord((RESIZE, AUDIT), (ScheduleEntry(0, "db.instance.save", 1, 3),))]
-    end = concurrent_end(steps)
+    end = concurrent_end(INTERLEAVED)
     end["servers"]["vm1"] = {**end["servers"]["vm1"], "host": "host1"}  # as if the move were lost
     with pytest.raises(Finding) as caught:
-        check_serializable(ran(steps), [RESIZE, AUDIT], end, MODEL, ())
+        check_serializable(ran(INTERLEAVED), [RESIZE, AUDIT], end, MODEL, ())
     assert caught.value.invariant == "serializable"
     assert "servers.vm1.host: 'host1' vs 'host2'" in caught.value.message
 
@@ -67,4 +64,5 @@ def test_first_difference_names_the_path():
 
 def test_the_machine_with_no_fault_is_serializable():
     config = MachineConfig(MODEL, check_serializable=True)
-    run_state_machine_as_test(make_machine(config), settings=settings(profile("ci"), max_examples=25, phases=[Phase.generate]))
+    budget = settings(profile("ci"), max_examples=25, phases=[Phase.generate])
+    run_state_machine_as_test(make_machine(config), settings=budget)
