@@ -11,6 +11,7 @@ nothing in its budget shows as such (null), never as a number.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -25,16 +26,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import fixtures
-from hypothesis import settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from stateful.campaign import Campaign, CampaignOptions
-from stateful.errors import HarnessError
-from stateful.faults import Fault, builtin_faults
+from stateful.errors import Finding, HarnessError
+from stateful.faults import Fault, builtin_faults, select_faults
 from stateful.machine import MachineConfig, make_machine
 from stateful.scheduler import Scheduler, checkpoint
-from stateful.strategies import FixedDelays, VirtualDelays
+from stateful.regression import RegressionCase, load
+from stateful.session import Session
+from stateful.strategies import PCT, FixedDelays, VirtualDelays, WallClockDelays
 from stateful.targets import target_factory
 from stateful.target import Op
 from stateful.topology import example_topology
@@ -199,6 +202,80 @@ def detect(fault: str, strategy: str, seeds: int, max_examples: int, duration: f
     )
 
 
+# -- schedule power on recorded set-ups --------------------------------------------------------
+
+#: Where each fault's shrunk failure is kept: its last step is the race, its
+#: earlier steps the set-up (absent from an installed package: then skipped).
+REGRESSIONS = Path(__file__).resolve().parents[1] / "tests" / "regressions"
+
+#: The strategies compared on equal footing, as the ``windows`` rows name them.
+WINDOW_STRATEGIES: dict[str, Callable[[Any], Any]] = {
+    "virtual": VirtualDelays,
+    "virtual, no lengths": functools.partial(VirtualDelays, use_lengths=False),
+    "pct": PCT,
+    "wallclock": WallClockDelays,
+}
+
+
+def window_hits(case: RegressionCase, schedule: Callable[[Any], Any], trials: int) -> dict[str, int]:
+    """Runs of a case's last (concurrent) step under ``schedule``, after its
+    earlier steps as recorded: how many ran, broke an invariant (``hits``),
+    or ended in a harness error (``errors``).
+
+    This isolates the schedule from the machine: the same operations from the
+    same state each time, only the interleaving drawn anew.  Virtual
+    strategies are derandomized, so a run repeats; Hypothesis may try fewer
+    or more than ``trials`` draws (it stops early when a strategy has few
+    distinct choices), and only those that ran the step count.
+    """
+    recording = case.recording
+    *set_up, race = recording.steps
+    faults = select_faults(recording.target, list(recording.faults))
+    counts = {"runs": 0, "hits": 0, "errors": 0}
+
+    @settings(max_examples=trials, database=None, derandomize=True, deadline=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        with Session(target_factory(recording.target)(), recording.topology, faults) as session:
+            for step in set_up:
+                session.apply_recorded(step)
+            strategy = schedule(data)
+            try:
+                session.apply(race.ops, strategy)
+            except Finding:
+                counts["hits"] += 1
+            except HarnessError:
+                counts["errors"] += 1
+            counts["runs"] += 1
+
+    run()
+    return counts
+
+
+def recorded_races() -> dict[str, RegressionCase]:
+    """Per model fault, its first committed file that has that fault alone and ends in a concurrent step."""
+    races: dict[str, RegressionCase] = {}
+    for path in sorted(REGRESSIONS.glob("*.json")) if REGRESSIONS.is_dir() else []:
+        case = load(path)
+        recording = case.recording
+        if recording.target == "model" and len(recording.faults) == 1 and recording.steps[-1].concurrent:
+            races.setdefault(recording.faults[0], case)
+    return races
+
+
+def window_rows(trials: int, strategies: list[str]) -> list[dict[str, Any]]:
+    """One row per model fault with a recorded race (:func:`recorded_races`), per strategy."""
+    races = recorded_races()
+    return [
+        {"fault": fault.name, "strategy": name, "file": races[fault.name].name,
+         **window_hits(races[fault.name], WINDOW_STRATEGIES[name], trials)}
+        for fault in builtin_faults("model")
+        if fault.name in races
+        for name in strategies
+    ]
+
+
 # -- memory over a long run ------------------------------------------------------------------
 
 
@@ -352,6 +429,7 @@ def run_bench(quick: bool, as_json: bool, docs_path: str | None) -> int:
         "steps_ratio_vs_plain": round(ours / plain, 3),
     }
     results["memory"] = memory_profile(12 if quick else 1000)
+    results["windows"] = window_rows(30 if quick else 400, ["virtual"] if quick else list(WINDOW_STRATEGIES))
     strategies = ["virtual", "sequential"] if quick else ["virtual", "pct", "sequential", "wallclock"]
     seeds, budget, cap, shrink = (1, 60, 2.0, 1.0) if quick else (5, 2000, 60.0, 60.0)
     results["detection"] = [
@@ -456,4 +534,37 @@ def markdown(results: dict[str, Any]) -> str:
             f"{shrunk(d, 'shrunk_nonzero_delays')} |"
         )
     lines += frontrun_notes(results)
+    lines += windows_markdown(results.get("windows"))
     return "\n".join(lines)
+
+
+def windows_markdown(rows: list[dict[str, Any]] | None) -> list[str]:
+    if not rows:
+        return []
+    strategies = list(dict.fromkeys(row["strategy"] for row in rows))
+    by_fault: dict[str, dict[str, str]] = {}
+    for row in rows:
+        percent = f" ({100 * row['hits'] / row['runs']:.0f} %)" if row["runs"] else ""
+        errors = f", {row['errors']} harness errors" if row.get("errors") else ""
+        by_fault.setdefault(row["fault"], {})[row["strategy"]] = f"{row['hits']}/{row['runs']}{percent}{errors}"
+    lines = [
+        "",
+        "## Schedule power on each fault's recorded set-up",
+        "",
+        "Each fault's committed regression file (tests/regressions) is replayed up to its last, concurrent "
+        "step; that step is then run again and again from the same state, with only the interleaving "
+        "drawn anew by each strategy (derandomized Hypothesis draws). The share of runs that break an "
+        "invariant measures the schedule alone, apart from how often the machine sets such a step up. "
+        "`virtual, no lengths` is the default strategy without the operations' checkpoint counts (its "
+        "pauses spread by fixed scales instead).",
+        "",
+        "| fault | " + " | ".join(strategies) + " |",
+        "|---|" + "---|" * len(strategies),
+    ]
+    for fault, shares in by_fault.items():
+        lines.append(f"| {fault} | " + " | ".join(shares.get(name, "") for name in strategies) + " |")
+    without = [fault.name for fault in builtin_faults("model") if fault.name not in by_fault]
+    if without:
+        lines += ["", f"No row for {', '.join(without)}: no committed file of that fault alone ends in a "
+                  "concurrent step (theirs end in a step run alone: no interleaving to draw)."]
+    return lines

@@ -32,6 +32,11 @@ current_host: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+#: The system under test calls through this module: an error raised here is
+#: judged by its caller's frame (:func:`stateful.session.raised_by_the_harness`).
+JUDGED_BY_CALLER = True
+
+
 @contextlib.contextmanager
 def on_host(host: str) -> Iterator[None]:
     """Mark the code inside as running on compute host ``host``."""

@@ -98,6 +98,10 @@ class Strategy(Protocol):
     def pick(self, runnable: Sequence[Task]) -> Task:
         """The task that runs next among those ready."""
 
+    # Optional: ``expect_lengths(lengths)``, called before a run with, per task,
+    # about how many checkpoints its operation reaches (None: unknown), for
+    # strategies that spread their pauses over whole operations.
+
 
 @dataclass(frozen=True)
 class TraceEvent:

@@ -11,6 +11,7 @@ Hypothesis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import fixtures
@@ -149,6 +150,9 @@ class Session(fixtures.Fixture):
             )
             self.recording.steps.append(StepRecord(ops))
             return run.outcomes, run.trace
+        hints = getattr(self.target, "checkpoint_hints", None) if hasattr(strategy, "expect_lengths") else None
+        if hints:
+            strategy.expect_lengths([hints.get(op.name) for op in ops])  # type: ignore[attr-defined]
         scheduler = Scheduler(
             strategy,
             step_timeout=self.step_timeout,
@@ -169,7 +173,40 @@ class Session(fixtures.Fixture):
     def _check_errors(self, ops: tuple[Op, ...], outcomes: list[Outcome]) -> None:
         for op, outcome in zip(ops, outcomes):
             error = outcome.error
+            if error is not None and raised_by_the_harness(error):
+                raise HarnessError(
+                    f"{op.label}: the fuzzer's own code raised {type(error).__name__}: {error}"
+                ) from error
             if error is not None and not isinstance(error, self.target.rejections):
                 raise Finding(
                     "no-unexpected-error", f"{op.label} raised {type(error).__name__}: {error}"
                 ) from error
+
+
+_HARNESS_PACKAGE = Path(__file__).resolve().parent
+
+
+def raised_by_the_harness(error: BaseException) -> bool:
+    """Whether ``error`` is a plain Python error (KeyError, TypeError, ...) raised in the fuzzer's own code.
+
+    That is a bug of ours — a target's bookkeeping, say — not of the system
+    under test.  Errors raised in the system's code (including copies of it
+    in modules marked ``SYSTEM_UNDER_TEST_CODE``) and the targets' own
+    reports of the system's failures (their own exception classes) are
+    findings.  The shims the system calls through (delay-site wrappers,
+    scheduler-aware locks: modules marked ``JUDGED_BY_CALLER``) are judged by
+    the frame that called them: a lock released twice is the caller's error.
+    """
+    if type(error).__module__ != "builtins" or error.__traceback__ is None:
+        return False
+    frames = []
+    entry = error.__traceback__
+    while entry is not None:
+        frames.append(entry.tb_frame)
+        entry = entry.tb_next
+    while len(frames) > 1 and frames[-1].f_globals.get("JUDGED_BY_CALLER"):
+        frames.pop()
+    frame = frames[-1]
+    if frame.f_globals.get("SYSTEM_UNDER_TEST_CODE"):
+        return False
+    return Path(frame.f_code.co_filename).resolve().is_relative_to(_HARNESS_PACKAGE)

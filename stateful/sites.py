@@ -33,6 +33,11 @@ class Site:
 
 SITES: dict[str, Site] = {}
 
+#: The system under test calls through this module: an error raised here is
+#: judged by its caller's frame (:func:`stateful.session.raised_by_the_harness`).
+JUDGED_BY_CALLER = True
+
+
 _LOCK_SITE = re.compile(r"lock:[\w.-]+:(acquire|release)")
 
 

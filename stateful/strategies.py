@@ -22,16 +22,17 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from hypothesis import strategies as st
 
+from stateful.errors import HarnessError
 from stateful.scheduler import ScheduleEntry, Task, earliest_wake
 
 #: Largest virtual delay drawn at one checkpoint.  A handful of units is
 #: enough: what matters is the order of wake-up times, not their size.
 DEFAULT_MAX_DELAY = 8
 
-#: The spacings between one task's delays are drawn up to one of these
-#: bounds, itself drawn once per run.  Operations reach from a handful to a
-#: few dozen checkpoints; mixing short and long bounds gives every position,
-#: the deep ones too, a fair chance of being the first delay.
+#: For an operation of unknown length, the spacings between one task's
+#: delays are drawn up to one of these bounds, itself drawn once per run.
+#: Operations reach from a handful to a few dozen checkpoints; mixing short
+#: and long bounds gives the deep positions some chance too.
 GAP_SCALES = (4, 12, 24, 48)
 
 
@@ -64,20 +65,41 @@ class VirtualDelays:
     a gap towards 0 (the pause earlier), so a shrunk failure keeps only the
     pauses that matter.  Only checkpoints where another task is ready to run
     count down (see :meth:`Scheduler._contended`).
+
+    Gaps are drawn up to a bound: the number of checkpoints the task's
+    operation reaches, when the target tells (:meth:`expect_lengths`), so
+    that every position in it is about as likely to get the pause, the
+    deepest too; otherwise one of ``scales``, drawn per run.
     """
 
     virtual = True
 
-    def __init__(self, data: Any, max_delay: int = DEFAULT_MAX_DELAY, scales: Sequence[int] = GAP_SCALES) -> None:
+    def __init__(
+        self,
+        data: Any,
+        max_delay: int = DEFAULT_MAX_DELAY,
+        scales: Sequence[int] = GAP_SCALES,
+        use_lengths: bool = True,
+    ) -> None:
         self.data = data
         self.delays = up_to(max_delay)
         self.scales = one_of_these(tuple(scales))
-        self.gaps: st.SearchStrategy[int] = st.nothing()
+        self.use_lengths = use_lengths
+        self.lengths: Sequence[int | None] = ()
+        self.gaps: list[st.SearchStrategy[int]] = []
         self.countdown: list[int] = []
 
+    def expect_lengths(self, lengths: Sequence[int | None]) -> None:
+        if self.use_lengths:
+            self.lengths = lengths
+
     def begin(self, names: Sequence[str]) -> None:
-        self.gaps = up_to(self.data.draw(self.scales))
-        self.countdown = [self.data.draw(self.gaps) for _ in names]
+        lengths, self.lengths = list(self.lengths) or [None] * len(names), ()
+        if len(lengths) != len(names):
+            raise HarnessError(f"{len(lengths)} operation lengths for {len(names)} tasks")
+        run_scale = self.data.draw(self.scales) if None in lengths else 0
+        self.gaps = [up_to(run_scale if length is None else length) for length in lengths]
+        self.countdown = [self.data.draw(gaps) for gaps in self.gaps]
 
     def free_delay(self, task: int, site: str, nth: int) -> int | None:
         if self.countdown[task]:
@@ -90,7 +112,7 @@ class VirtualDelays:
         if free is not None:
             return free
         delay = self.data.draw(self.delays)
-        self.countdown[task] = self.data.draw(self.gaps)
+        self.countdown[task] = self.data.draw(self.gaps[task])
         return delay
 
     def pick(self, runnable: Sequence[Task]) -> Task:

@@ -88,7 +88,12 @@ class Observation:
 
 
 class Target(Protocol):
-    """A system under test, built fresh for each example."""
+    """A system under test, built fresh for each example.
+
+    Optionally, ``checkpoint_hints``: operation name → about how many
+    checkpoints that operation reaches, so that the default schedule spreads
+    its pauses over whole operations (:class:`~stateful.strategies.VirtualDelays`).
+    """
 
     name: str
     #: Exceptions that mean "the system refused the operation", not a bug.

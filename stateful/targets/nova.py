@@ -93,13 +93,18 @@ AUDIT_IGNORES = frozenset({"confirmed", "reverted", "failed", "completed", "canc
 #: never reach the API there; with CastAsCall they come back as a 500): the
 #: conductor refusing a live migration, and Nova's compare-and-swap on
 #: task_state / existence detecting a concurrent operation (e.g. a revert that a
-#: delete overtook).  The accounting is still checked after the step.
+#: delete overtook) — placement's consumer generations too: the conductor's
+#: AllocationMoveFailed when a resize's move of the instance's allocation
+#: races its delete (compute.api casts resize_instance, do_cast=True, and the
+#: conductor puts the instance's state back).  The accounting is still
+#: checked after the step.
 CAST_REFUSALS = (
     "NoValidHost", "ComputeHostNotFound", "ComputeServiceUnavailable", "InvalidHypervisorType",
     "InvalidCPUInfo", "UnableToMigrateToSelf", "DestinationHypervisorTooOld", "InvalidLocalStorage",
     "InvalidSharedStorage", "HypervisorUnavailable", "InstanceInvalidState", "MigrationPreCheckError",
     "MigrationSchedulerRPCError",
     "UnexpectedDeletingTaskStateError", "UnexpectedTaskStateError", "InstanceNotFound",
+    "AllocationMoveFailed",
 )
 RESOURCES = ("vcpus", "memory_mb", "disk_gb", "pci_devices")
 PLACEMENT_CLASSES = {"vcpus": "VCPU", "memory_mb": "MEMORY_MB", "disk_gb": "DISK_GB"}
@@ -318,7 +323,7 @@ class NovaTarget:
         uuid = self._uuid(instance)
         self._require_up_for_resize(uuid, f"delete {instance}", "source")
         self._api(lambda: self._env.api.delete_server(uuid))
-        del self.uuids[instance]
+        self.uuids.pop(instance, None)  # a concurrent delete of the same instance may have forgotten it
 
     def _op_resize(self, instance: str, flavor: str, host: str) -> None:
         uuid, flavor_id = self._uuid(instance), self._flavor(flavor)
@@ -573,10 +578,13 @@ class NovaTarget:
             else:
                 hold(instance.uuid, instance.node, instance.flavor)
             for evacuation in moves:
-                # Evacuated away from a host that has not restarted (and cleaned up) yet.
-                if evacuation.migration_type == "evacuation" and evacuation.status in (
-                    "accepted", "pre-migrating", "done"
-                ):
+                if evacuation.migration_type != "evacuation":
+                    continue
+                # Evacuated away from a host that has not restarted (and cleaned up) yet...
+                if evacuation.status in ("accepted", "pre-migrating", "done"):
                     hold(instance.uuid, evacuation.source_node, instance.flavor)
+                # ...and, while it runs, claimed on its destination (once done, the
+                # instance's own node; it may have been evacuated on from there since).
+                if evacuation.status in ("accepted", "pre-migrating"):
                     hold(instance.uuid, evacuation.dest_node, instance.flavor)
         return allocations

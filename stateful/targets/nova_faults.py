@@ -74,6 +74,11 @@ from nova.scheduler.client import report  # noqa: E402
 
 from stateful.faults import Fault  # noqa: E402
 
+#: This module holds Nova's own code (pre-fix and fixed copies of its
+#: methods): an error raised here is Nova's, a finding, not the harness's
+#: (see :func:`stateful.session.raised_by_the_harness`).
+SYSTEM_UNDER_TEST_CODE = True
+
 RT = "nova.compute.resource_tracker.ResourceTracker"
 _SEMAPHORE = resource_tracker.COMPUTE_RESOURCE_SEMAPHORE
 
@@ -468,6 +473,33 @@ def _conductor_not_reverting_to_deleted(revert: Callable[..., Any]) -> Callable[
     return fixed
 
 
+def _failing_move_of_vanished_source(move_allocations: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-move-racing-delete``) for ``SchedulerReportClient.move_allocations``.
+
+    The conductor starts a resize or cold migration by moving the instance's
+    allocation to the migration (``replace_allocation_with_migration``): it
+    reads the instance's allocation, then ``move_allocations`` reads both
+    consumers again and builds the new allocations from the source's
+    ``project_id``.  A delete in between removes the instance's allocation;
+    placement then answers ``{"allocations": {}}`` with no ``project_id``, and
+    Nova raises ``KeyError`` (an unhandled error logged by the conductor in
+    production, where the resize is a cast).  Fixed as "the move did not
+    happen": ``False``, which the conductor turns into ``NoValidHost`` and
+    puts the instance's state back.
+    """
+
+    @functools.wraps(move_allocations)
+    def fixed(self, context, source_consumer_uuid, target_consumer_uuid):  # type: ignore[no-untyped-def]
+        try:
+            return move_allocations(self, context, source_consumer_uuid, target_consumer_uuid)
+        except KeyError:
+            if self.get_allocs_for_consumer(context, source_consumer_uuid).get("allocations"):
+                raise
+            return False
+
+    return fixed
+
+
 #: ``nova-open-*`` switch -> (method, the fix that wraps it).  A bare name is a
 #: ``ResourceTracker`` method (a locked one's fix wraps its unlocked body and
 #: runs under the lock, like the method itself); a dotted name is another of
@@ -485,6 +517,9 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
         ("nova.compute.manager.ComputeManager.finish_revert_resize", _dropping_source_claim_of_deleted),
         ("nova.compute.manager.ComputeManager._revert_allocation", _not_reverting_to_deleted),
         ("nova.conductor.tasks.migrate.revert_allocation_for_migration", _conductor_not_reverting_to_deleted),
+    ),
+    "nova-open-move-racing-delete": (
+        ("nova.scheduler.client.report.SchedulerReportClient.move_allocations", _failing_move_of_vanished_source),
     ),
 }
 
@@ -597,5 +632,13 @@ FAULTS: list[Fault] = [
         "that was deleted meanwhile (nova/compute/manager.py)",
         "a delete during a cold migration or resize leaves the source allocation to the deleted instance",
         breaks=("terminal-holds-nothing",),
+    ),
+    _nova_open(
+        "nova-open-move-racing-delete",
+        "SchedulerReportClient.move_allocations reads project_id from the source consumer's allocations "
+        "without checking that any are left (nova/scheduler/client/report.py)",
+        "a resize or migrate whose conductor moves the instance's allocation just after a delete removed it "
+        "fails with KeyError",
+        breaks=("no-unexpected-error",),
     ),
 ]

@@ -9,7 +9,7 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from stateful.errors import Finding
-from stateful.faults import builtin_faults
+from stateful.faults import Fault, builtin_faults
 from stateful.machine import MachineConfig, make_machine
 from stateful.minimize import minimize
 from stateful.profiles import profile
@@ -53,37 +53,69 @@ def first_finding(
 SHRINK_SECONDS = 30
 
 
-#: Faults the machine finds within the CI budget today.  The others are a
-#: detection-power gap (docs/benchmarks.md): they are found by longer
-#: campaigns (`fuzz --fault NAME --seed 0` writes a regression file for most)
-#: but not in a few hundred CI examples.  Strict, so finding one fails the
-#: test until it is moved here.
+#: Faults the machine finds within the CI budget today.  The others are
+#: found on the nightly tier's budget (below): each is a window of one or two
+#: checkpoints in a set-up of two or three particular operations (bench's
+#: "schedule power" table, docs/benchmarks.md, shows how narrow).  A
+#: derandomized run is one sample: re-derive this set after any change to
+#: the machine, the model or the strategies.  Strict, so finding one in CI
+#: fails the test until it is moved here.
 FOUND_IN_CI_BUDGET = {
-    "lp1879878-confirm",
-    "lp1879878-revert",
-    "lp1879878-stash",
-    "lp1818914",
     "lp1095403",
     "lp1707071",
     "lp1729371",
+    "lp1818914",
+    "lp1834349",
+    "lp1849165",
+    "lp1879878-confirm",
+    "lp1879878-revert",
+    "lp1879878-stash",
     "nova-open-delete-after-move",
-    "nova-open-delete-pci-leak",
-    "nova-open-live-migration-rollback-window",
 }
 CI_BUDGET = 150
-NOT_YET = pytest.mark.xfail(strict=True, reason="not found within the CI budget yet (detection-power gap)")
+NOT_YET = pytest.mark.xfail(strict=True, reason="not found within the CI budget (see NIGHTLY_BUDGET)")
+
+#: The nightly tier (``pytest -m nightly``, run by the nightly workflow)
+#: finds every fault the CI budget misses within this many examples...
+NIGHTLY_BUDGET = 5000
+#: ...but these, each pinned meanwhile by its fixed-schedule test
+#: (tests/models) and its regression file.  lp1600304 needs three operations
+#: at once — a live migration rolling back, a resize of the same instance, an
+#: audit of the live migration's destination — and then a narrow window: by
+#: our estimate one example in tens of thousands.  The source-audit race
+#: needs a migrate of an instance while its live migration runs its last
+#: checkpoints (a one-checkpoint window 28 deep).
+NOT_FOUND_ON_THE_NIGHTLY_BUDGET = {"lp1600304", "nova-open-live-migration-source-audit"}
+NIGHTLY_NOT_YET = pytest.mark.xfail(strict=True, reason="not found within the nightly budget (detection-power gap)")
+
+
+def assert_found(fault: Fault, budget: int) -> None:
+    # One budget for all faults of a tier: a derandomized run's examples depend on max_examples.
+    finding = first_finding(MachineConfig(target_factory("model"), (fault,)), max_examples=budget)
+    assert finding is not None, f"{fault.name} not found in {budget} examples"
+    assert finding.invariant in fault.breaks, f"{fault.name} reported as {finding.invariant}: {finding.message}"
+    assert finding.stateful_recording.steps, "the finding carries its replayable recording"
 
 
 @pytest.mark.parametrize(
     "fault",
     [pytest.param(f, marks=() if f.name in FOUND_IN_CI_BUDGET else NOT_YET, id=f.name) for f in MODEL_FAULTS],
 )
-def test_machine_finds_fault(fault):
-    # One budget for every fault: a derandomized run's examples depend on max_examples.
-    finding = first_finding(MachineConfig(target_factory("model"), (fault,)), max_examples=CI_BUDGET)
-    assert finding is not None, f"{fault.name} not found in {CI_BUDGET} examples"
-    assert finding.invariant in fault.breaks, f"{fault.name} reported as {finding.invariant}: {finding.message}"
-    assert finding.stateful_recording.steps, "the finding carries its replayable recording"
+def test_machine_finds_fault(fault: Fault) -> None:
+    assert_found(fault, CI_BUDGET)
+
+
+@pytest.mark.nightly
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(f, marks=NIGHTLY_NOT_YET if f.name in NOT_FOUND_ON_THE_NIGHTLY_BUDGET else (), id=f.name)
+        for f in MODEL_FAULTS
+        if f.name not in FOUND_IN_CI_BUDGET
+    ],
+)
+def test_machine_finds_fault_on_the_nightly_budget(fault: Fault) -> None:
+    assert_found(fault, NIGHTLY_BUDGET)
 
 
 def test_lp1896463_shrinks_to_nova_sized_reproduction():

@@ -7,6 +7,7 @@ Skipped unless Nova is installed (``pip install -e '.[test,nova]'``, which
 from __future__ import annotations
 
 import contextlib
+from typing import Any, Callable
 
 import pytest
 
@@ -14,7 +15,7 @@ pytest.importorskip("nova")
 
 from stateful.errors import Finding  # noqa: E402
 from stateful.faults import select_faults  # noqa: E402
-from stateful.session import Session  # noqa: E402
+from stateful.session import Session, StepResult  # noqa: E402
 from stateful.strategies import FixedDelays  # noqa: E402
 from stateful.target import Op  # noqa: E402
 from stateful.targets import target_factory  # noqa: E402
@@ -110,12 +111,18 @@ def _evacuate_racing_audit(s: Session) -> None:
     )
 
 
-def test_lp1896463_fault_frees_the_evacuated_instances_pci_device() -> None:
-    with session("lp1896463") as s:
+def finding_of(scenario: Callable[[Session], Any], *switches: str) -> Finding:
+    """The finding ``scenario`` ends in with the fault ``switches`` on (it must end in one)."""
+    with session(*switches) as s:
         with pytest.raises(Finding) as finding:
-            _evacuate_racing_audit(s)
-        assert finding.value.invariant == "usage-matches-oracle"
-        assert "host2 pci_devices: tracked 0" in str(finding.value)
+            scenario(s)
+    return finding.value
+
+
+def test_lp1896463_fault_frees_the_evacuated_instances_pci_device() -> None:
+    finding = finding_of(_evacuate_racing_audit, "lp1896463")
+    assert finding.invariant == "usage-matches-oracle"
+    assert "host2 pci_devices: tracked 0" in str(finding)
 
 
 def test_lp1896463_fixed_nova_keeps_the_pci_device() -> None:
@@ -296,9 +303,9 @@ def test_the_target_fixes_novas_open_races_by_default() -> None:
 
 def test_open_race_switches_restore_novas_methods() -> None:
     """A switch leaves its fix out, so Nova's own method runs; cleanup restores every method."""
-    from nova.compute.resource_tracker import ResourceTracker
+    from stateful.targets.nova_faults import OPEN_RACE_FIXES, OpenRaceFixes, _nova_method  # before nova: threading
 
-    from stateful.targets.nova_faults import OPEN_RACE_FIXES, OpenRaceFixes, _nova_method
+    from nova.compute.resource_tracker import ResourceTracker  # noqa: I100
 
     patched = {method for fixes in OPEN_RACE_FIXES.values() for method, _ in fixes}
     revert = "nova.compute.manager.ComputeManager._revert_allocation"
@@ -306,7 +313,8 @@ def test_open_race_switches_restore_novas_methods() -> None:
     deletion = "nova.compute.manager.ComputeManager._complete_deletion"
     finish_revert = "nova.compute.manager.ComputeManager.finish_revert_resize"
     mid_move = {deletion, finish_revert, revert, conductor_revert}
-    assert patched == {"update_usage", "_drop_move_claim", "_update_usage_from_instances"} | mid_move
+    move_allocations = "nova.scheduler.client.report.SchedulerReportClient.move_allocations"
+    assert patched == {"update_usage", "_drop_move_claim", "_update_usage_from_instances", move_allocations} | mid_move
     nova = {method: _nova_method(method) for method in patched}
     assert nova["update_usage"] is ResourceTracker.update_usage
 
@@ -323,6 +331,7 @@ def test_open_race_switches_restore_novas_methods() -> None:
     assert methods_kept("nova-open-delete-after-move") == {"_drop_move_claim", "_update_usage_from_instances"}
     assert methods_kept("nova-open-delete-pci-leak") == set()
     assert methods_kept("nova-open-delete-mid-move") == mid_move
+    assert methods_kept("nova-open-move-racing-delete") == {move_allocations}
     assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == {
         "update_usage", "_drop_move_claim", "_update_usage_from_instances",
     }
@@ -364,6 +373,68 @@ def test_only_the_resource_trackers_lock_is_a_delay_site() -> None:
             _evacuate_racing_audit(s)
         lock_sites = {e.site for e in s.recording.traces[-1] if e.kind == "reach" and e.site.startswith("lock:")}
     assert lock_sites == {"lock:compute_resources:acquire", "lock:compute_resources:release"}
+
+
+def test_an_instance_evacuates_back_to_the_host_it_live_migrated_from() -> None:
+    """The fake hypervisor forgets a live-migrated guest on its source, as a real one does.
+
+    Found by a campaign: with the guest left behind, the evacuation's spawn on
+    the old host raised InstanceExists.
+    """
+    with session() as s:
+        s.apply([op("create", instance="vm1", flavor="medium", host="host1")])
+        s.apply([op("live_migrate", instance="vm1", host="host2")])
+        s.apply([op("host_down", host="host2")])
+        s.apply([op("evacuate", instance="vm1", host="host1")])  # raises Finding on an error
+        assert s.target.observe().servers["vm1"]["host"] == "host1"
+        assert_consistent(s.target)
+
+
+def test_two_deletes_of_one_instance_at_once_are_no_harness_error() -> None:
+    """Found by a campaign: the second delete to finish forgot an instance the first had already forgotten."""
+    with session() as s:
+        s.apply([op("create", instance="vm1", flavor="pci", host="host1")])
+        s.apply([op("resize", instance="vm1", flavor="large", host="host2")])
+        # the first delete pauses before its last allocation delete; the second runs meanwhile
+        pause = FixedDelays({(0, "nova.placement.delete_allocation_for_instance:before", 2): 1})
+        s.apply([op("delete", instance="vm1"), op("delete", instance="vm1")], pause)  # raises Finding on an error
+        assert "vm1" not in s.target.observe().servers
+
+
+def _resize_racing_delete(s: Session) -> StepResult:
+    s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+    # the conductor reads the instance's allocation and pauses; the delete runs
+    # to its end; then move_allocations reads the (now empty) source consumer
+    pause = FixedDelays({(0, "nova.placement.get_allocs_for_consumer:after", 0): 2})
+    return s.apply([op("resize", instance="vm1", flavor="medium", host="host2"), op("delete", instance="vm1")], pause)
+
+
+def test_nova_open_move_racing_delete_fails_the_resize_with_a_key_error() -> None:
+    finding = finding_of(_resize_racing_delete, "nova-open-move-racing-delete")
+    assert finding.invariant == "no-unexpected-error"
+    assert "KeyError" in str(finding)
+
+
+def test_a_resize_that_a_delete_overtook_is_refused_with_the_fix() -> None:
+    with session() as s:
+        # raises Finding on an unexpected error: the resize's error here is a refusal
+        resize, delete = _resize_racing_delete(s).outcomes
+        assert resize.error is not None and delete.error is None
+        assert "vm1" not in s.target.observe().servers
+        assert_consistent(s.target)
+
+
+def test_an_instance_evacuated_twice_leaves_nothing_on_the_middle_host_once_it_restarts() -> None:
+    """Found by a campaign: the oracle kept a done evacuation's destination, which the instance had left."""
+    with Session(target_factory("nova")(), example_topology(3)) as s:
+        s.apply([op("create", instance="vm1", flavor="medium", host="host1")])
+        s.apply([op("host_down", host="host1")])
+        s.apply([op("evacuate", instance="vm1", host="host2")])
+        s.apply([op("host_down", host="host2")])
+        s.apply([op("evacuate", instance="vm1", host="host3")])
+        s.apply([op("host_up", host="host2")])  # raises Finding if an invariant breaks
+        uuid = s.target.uuids["vm1"]
+        assert sorted(s.target.observe().allocations[uuid]) == ["host1", "host3"]  # host1 has not restarted
 
 
 def test_a_down_hosts_pci_devices_wait_for_its_restart() -> None:
@@ -428,3 +499,14 @@ def test_a_bounded_campaign_runs_without_harness_errors(tmp_path) -> None:  # ty
     for finding in report.findings:
         verdict = replay_case(load(finding.regression_file))
         assert verdict.as_recorded, verdict.message
+
+
+def test_nova_logs_stay_off_stdout() -> None:
+    """``fuzz --target nova --json`` prints the report alone: Nova's import-time log handler writes to stderr."""
+    import logging
+    import sys
+
+    import stateful.targets.nova_env  # noqa: F401  (its import installs Nova's handler)
+
+    streams = [getattr(h, "stream", None) for h in logging.getLogger().handlers]
+    assert sys.stdout not in streams and sys.__stdout__ not in streams
