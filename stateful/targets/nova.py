@@ -96,7 +96,9 @@ AUDIT_IGNORES = frozenset({"confirmed", "reverted", "failed", "completed", "canc
 #: delete overtook) — placement's consumer generations too: the conductor's
 #: AllocationMoveFailed when a resize's move of the instance's allocation
 #: races its delete (compute.api casts resize_instance, do_cast=True, and the
-#: conductor puts the instance's state back).  The accounting is still
+#: conductor puts the instance's state back); and BuildAbortException, a
+#: rebuild's claim failing on the evacuation's destination (rebuild_instance
+#: is a cast; the compute fails the migration).  The accounting is still
 #: checked after the step.
 CAST_REFUSALS = (
     "NoValidHost", "ComputeHostNotFound", "ComputeServiceUnavailable", "InvalidHypervisorType",
@@ -104,7 +106,7 @@ CAST_REFUSALS = (
     "InvalidSharedStorage", "HypervisorUnavailable", "InstanceInvalidState", "MigrationPreCheckError",
     "MigrationSchedulerRPCError",
     "UnexpectedDeletingTaskStateError", "UnexpectedTaskStateError", "InstanceNotFound",
-    "AllocationMoveFailed",
+    "AllocationMoveFailed", "BuildAbortException",
 )
 RESOURCES = ("vcpus", "memory_mb", "disk_gb", "pci_devices")
 PLACEMENT_CLASSES = {"vcpus": "VCPU", "memory_mb": "MEMORY_MB", "disk_gb": "DISK_GB"}
