@@ -500,6 +500,33 @@ def _failing_move_of_vanished_source(move_allocations: Callable[..., Any]) -> Ca
     return fixed
 
 
+def _sparing_another_evacuations_allocation(delete: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-double-evacuation``) for ``ResourceTracker.delete_allocation_for_evacuated_instance``.
+
+    A second evacuation of an instance, accepted while the first one has
+    saved the rebuilt instance active but not yet moved ``instance.host``,
+    fails its claim on the same destination; ``rebuild_instance`` then deletes
+    the instance's allocation on that node — the first evacuation's, since
+    both use the instance's uuid as consumer.  Fixed: on the destination,
+    delete nothing while another evacuation of the instance to this host is
+    under way or done (the failing one is already marked ``failed``).
+    """
+
+    @functools.wraps(delete)
+    def fixed(self, context, instance, node, node_type="source"):  # type: ignore[no-untyped-def]
+        if node_type == "destination":
+            evacuations = objects.MigrationList.get_by_filters(
+                context,
+                {"instance_uuid": instance.uuid, "migration_type": "evacuation",
+                 "status": ["accepted", "pre-migrating", "done"]},
+            )
+            if any(evacuation.dest_compute == self.host for evacuation in evacuations):
+                return None
+        return delete(self, context, instance, node, node_type)
+
+    return fixed
+
+
 #: ``nova-open-*`` switch -> (method, the fix that wraps it).  A bare name is a
 #: ``ResourceTracker`` method (a locked one's fix wraps its unlocked body and
 #: runs under the lock, like the method itself); a dotted name is another of
@@ -520,6 +547,9 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
     ),
     "nova-open-move-racing-delete": (
         ("nova.scheduler.client.report.SchedulerReportClient.move_allocations", _failing_move_of_vanished_source),
+    ),
+    "nova-open-double-evacuation": (
+        ("delete_allocation_for_evacuated_instance", _sparing_another_evacuations_allocation),
     ),
 }
 
@@ -640,5 +670,12 @@ FAULTS: list[Fault] = [
         "a resize or migrate whose conductor moves the instance's allocation just after a delete removed it "
         "fails with KeyError",
         breaks=("no-unexpected-error",),
+    ),
+    _nova_open(
+        "nova-open-double-evacuation",
+        "rebuild_instance's failed claim deletes the instance's allocation on the destination, which another "
+        "evacuation of it holds (nova/compute/manager.py, resource_tracker.py)",
+        "two evacuations of one instance at once: the failed one deletes the other's allocation on the destination",
+        breaks=("placement-matches-oracle",),
     ),
 ]

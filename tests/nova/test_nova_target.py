@@ -314,7 +314,9 @@ def test_open_race_switches_restore_novas_methods() -> None:
     finish_revert = "nova.compute.manager.ComputeManager.finish_revert_resize"
     mid_move = {deletion, finish_revert, revert, conductor_revert}
     move_allocations = "nova.scheduler.client.report.SchedulerReportClient.move_allocations"
-    assert patched == {"update_usage", "_drop_move_claim", "_update_usage_from_instances", move_allocations} | mid_move
+    evacuated = "delete_allocation_for_evacuated_instance"
+    rt_methods = {"update_usage", "_drop_move_claim", "_update_usage_from_instances", evacuated}
+    assert patched == rt_methods | {move_allocations} | mid_move
     nova = {method: _nova_method(method) for method in patched}
     assert nova["update_usage"] is ResourceTracker.update_usage
 
@@ -332,6 +334,7 @@ def test_open_race_switches_restore_novas_methods() -> None:
     assert methods_kept("nova-open-delete-pci-leak") == set()
     assert methods_kept("nova-open-delete-mid-move") == mid_move
     assert methods_kept("nova-open-move-racing-delete") == {move_allocations}
+    assert methods_kept("nova-open-double-evacuation") == {evacuated}
     assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == {
         "update_usage", "_drop_move_claim", "_update_usage_from_instances",
     }
