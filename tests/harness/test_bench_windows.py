@@ -26,3 +26,13 @@ def test_the_table_shows_each_share_and_names_faults_without_a_row() -> None:
     text = "\n".join(windows_markdown(rows))
     assert "| lp1896463 | 3/60 (5 %) |" in text
     assert "No row for" in text and "lp1818914" in text
+
+
+def test_the_recorded_races_never_touch_another_targets_files(monkeypatch) -> None:
+    import stateful.regression
+
+    def no_other_target(name: str):  # type: ignore[no-untyped-def]
+        assert name == "model", f"bench loaded a {name} file"
+
+    monkeypatch.setattr(stateful.regression, "target_factory", no_other_target)
+    assert "lp1896463" in recorded_races()
