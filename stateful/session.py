@@ -10,6 +10,7 @@ Hypothesis.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping, Sequence
@@ -173,11 +174,13 @@ class Session(fixtures.Fixture):
     def _check_errors(self, ops: tuple[Op, ...], outcomes: list[Outcome]) -> None:
         for op, outcome in zip(ops, outcomes):
             error = outcome.error
-            if error is not None and raised_by_the_harness(error):
+            if error is None:
+                continue
+            if raised_by_the_harness(error):
                 raise HarnessError(
                     f"{op.label}: the fuzzer's own code raised {type(error).__name__}: {error}"
                 ) from error
-            if error is not None and not isinstance(error, self.target.rejections):
+            if not isinstance(error, self.target.rejections):
                 raise Finding(
                     "no-unexpected-error", f"{op.label} raised {type(error).__name__}: {error}"
                 ) from error
@@ -199,11 +202,7 @@ def raised_by_the_harness(error: BaseException) -> bool:
     """
     if type(error).__module__ != "builtins" or error.__traceback__ is None:
         return False
-    frames = []
-    entry = error.__traceback__
-    while entry is not None:
-        frames.append(entry.tb_frame)
-        entry = entry.tb_next
+    frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
     while len(frames) > 1 and frames[-1].f_globals.get("JUDGED_BY_CALLER"):
         frames.pop()
     frame = frames[-1]
