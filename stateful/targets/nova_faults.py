@@ -500,6 +500,100 @@ def _failing_move_of_vanished_source(move_allocations: Callable[..., Any]) -> Ca
     return fixed
 
 
+def _evacuation_residue(context: Any, consumer_uuid: str) -> set[str]:
+    """The providers where an instance keeps an evacuation's residue (none for a migration's uuid).
+
+    An evacuation leaves the instance's allocation on its down source host
+    until that host restarts: ``ComputeManager._destroy_evacuated_instances``
+    then removes it and marks the evacuation ``completed``.  Until then the
+    evacuation is ``done`` and its source node holds the residue.
+    """
+    evacuations = objects.MigrationList.get_by_filters(
+        context, {"instance_uuid": consumer_uuid, "migration_type": "evacuation", "status": "done"}
+    )
+    providers = set()
+    for evacuation in evacuations:
+        try:
+            node = objects.ComputeNode.get_by_host_and_nodename(
+                context, evacuation.source_compute, evacuation.source_node
+            )
+        except exception.ComputeHostNotFound:
+            continue
+        providers.add(node.uuid)
+    return providers
+
+
+#: How often a split move is tried again when placement reports that another
+#: writer changed a provider meanwhile (Nova's own moves are retried the same
+#: way, by ``report.retries``).
+_MOVE_ATTEMPTS = 4
+
+
+def _keeping_evacuation_residue(move_allocations: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-move-carries-evacuation-residue``) for ``SchedulerReportClient.move_allocations``.
+
+    A cold migration, resize or live migration of an instance evacuated from
+    a host that is still down starts with
+    ``conductor.tasks.migrate.replace_allocation_with_migration``, meant to
+    hand the source node's allocation to the migration; ``move_allocations``
+    moves *all* of the instance's allocations, the evacuation's residue on
+    the down host with them.  When that host restarts,
+    ``_destroy_evacuated_instances`` removes the residue from the instance,
+    which no longer holds it; a revert afterwards
+    (``ComputeManager._revert_allocation``, again through
+    ``move_allocations``) gives it back to the instance, for good: no audit
+    removes allocations of an instance that lives on another host.  Fixed:
+    a move between an instance and its migration leaves the residue with the
+    instance, in one ``POST /allocations`` as Nova's move does.
+    """
+
+    @functools.wraps(move_allocations)
+    def fixed(self, context, source_consumer_uuid, target_consumer_uuid):  # type: ignore[no-untyped-def]
+        # Read from the database only (no delay site) unless there is a residue,
+        # so that the fix adds no checkpoint to the moves of other instances.
+        source_residue = _evacuation_residue(context, source_consumer_uuid)
+        target_residue = _evacuation_residue(context, target_consumer_uuid)
+        if not (source_residue or target_residue):
+            return move_allocations(self, context, source_consumer_uuid, target_consumer_uuid)
+        for _ in range(_MOVE_ATTEMPTS):
+            source = self.get_allocs_for_consumer(context, source_consumer_uuid)
+            target = self.get_allocs_for_consumer(context, target_consumer_uuid)
+            kept, held = _held_on(source, source_residue), _held_on(target, target_residue)
+            if not source.get("allocations") or not (kept or held):
+                return move_allocations(self, context, source_consumer_uuid, target_consumer_uuid)
+            moved = {rp: a for rp, a in source["allocations"].items() if rp not in kept}
+            owner = {"project_id": source["project_id"], "user_id": source["user_id"]}
+            response = self.post(
+                "/allocations",
+                {
+                    source_consumer_uuid: {
+                        "allocations": kept, **owner, "consumer_generation": source["consumer_generation"]
+                    },
+                    target_consumer_uuid: {
+                        "allocations": {**moved, **held}, **owner,
+                        "consumer_generation": target.get("consumer_generation"),
+                    },
+                },
+                version=report.CONSUMER_GENERATION_VERSION,
+                global_request_id=context.global_id,
+            )
+            if response.status_code == 204:
+                return True
+            if "consumer generation conflict" in response.text:
+                raise exception.AllocationMoveFailed(
+                    source_consumer=source_consumer_uuid, target_consumer=target_consumer_uuid, error=response.text
+                )
+            if response.status_code != 409:
+                return False
+        return False
+
+    return fixed
+
+
+def _held_on(allocations: dict[str, Any], providers: set[str]) -> dict[str, Any]:
+    return {rp: a for rp, a in allocations.get("allocations", {}).items() if rp in providers}
+
+
 def _sparing_another_evacuations_allocation(delete: Callable[..., Any]) -> Callable[..., Any]:
     """Fix (``nova-open-double-evacuation``) for ``ResourceTracker.delete_allocation_for_evacuated_instance``.
 
@@ -550,6 +644,9 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
     ),
     "nova-open-double-evacuation": (
         ("delete_allocation_for_evacuated_instance", _sparing_another_evacuations_allocation),
+    ),
+    "nova-open-move-carries-evacuation-residue": (
+        ("nova.scheduler.client.report.SchedulerReportClient.move_allocations", _keeping_evacuation_residue),
     ),
 }
 
@@ -676,6 +773,15 @@ FAULTS: list[Fault] = [
         "rebuild_instance's failed claim deletes the instance's allocation on the destination, which another "
         "evacuation of it holds (nova/compute/manager.py, resource_tracker.py)",
         "two evacuations of one instance at once: the failed one deletes the other's allocation on the destination",
+        breaks=("placement-matches-oracle",),
+    ),
+    _nova_open(
+        "nova-open-move-carries-evacuation-residue",
+        "replace_allocation_with_migration moves all of the instance's allocations to the migration, the "
+        "evacuation's residue on its down source host with them (nova/conductor/tasks/migrate.py, "
+        "SchedulerReportClient.move_allocations)",
+        "migrating an instance evacuated from a host still down, then reverting after that host restarts, "
+        "leaves the instance an allocation on the old host for good",
         breaks=("placement-matches-oracle",),
     ),
 ]

@@ -31,8 +31,8 @@ def op(name: str, **args: str) -> Op:
     return Op(name, args)
 
 
-def session(*fault_names: str) -> Session:
-    return Session(target_factory("nova")(), example_topology(), select_faults("nova", list(fault_names)))
+def session(*fault_names: str, hosts: int = 2) -> Session:
+    return Session(target_factory("nova")(), example_topology(hosts), select_faults("nova", list(fault_names)))
 
 
 def assert_consistent(target) -> None:  # type: ignore[no-untyped-def]
@@ -111,9 +111,9 @@ def _evacuate_racing_audit(s: Session) -> None:
     )
 
 
-def finding_of(scenario: Callable[[Session], Any], *switches: str) -> Finding:
+def finding_of(scenario: Callable[[Session], Any], *switches: str, hosts: int = 2) -> Finding:
     """The finding ``scenario`` ends in with the fault ``switches`` on (it must end in one)."""
-    with session(*switches) as s:
+    with session(*switches, hosts=hosts) as s:
         with pytest.raises(Finding) as finding:
             scenario(s)
     return finding.value
@@ -333,7 +333,9 @@ def test_open_race_switches_restore_novas_methods() -> None:
     assert methods_kept("nova-open-delete-after-move") == {"_drop_move_claim", "_update_usage_from_instances"}
     assert methods_kept("nova-open-delete-pci-leak") == set()
     assert methods_kept("nova-open-delete-mid-move") == mid_move
-    assert methods_kept("nova-open-move-racing-delete") == {move_allocations}
+    assert methods_kept("nova-open-move-racing-delete") == set()  # the residue's fix wraps it too
+    residue = "nova-open-move-carries-evacuation-residue"
+    assert methods_kept("nova-open-move-racing-delete", residue) == {move_allocations}
     assert methods_kept("nova-open-double-evacuation") == {evacuated}
     assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == {
         "update_usage", "_drop_move_claim", "_update_usage_from_instances",
@@ -438,6 +440,34 @@ def test_an_instance_evacuated_twice_leaves_nothing_on_the_middle_host_once_it_r
         s.apply([op("host_up", host="host2")])  # raises Finding if an invariant breaks
         uuid = s.target.uuids["vm1"]
         assert sorted(s.target.observe().allocations[uuid]) == ["host1", "host3"]  # host1 has not restarted
+
+
+def _migrate_evacuated_then_revert_after_restart(s: Session) -> None:
+    s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+    s.apply([op("resize", instance="vm1", flavor="medium", host="host3")])
+    s.apply([op("confirm", instance="vm1")])
+    s.apply([op("host_down", host="host3")])
+    s.apply([op("evacuate", instance="vm1", host="host2")])  # leaves its residue on host3 until it restarts
+    s.apply([op("migrate", instance="vm1", host="host1")])
+    s.apply([op("host_up", host="host3")])
+    s.apply([op("revert", instance="vm1")])
+
+
+def test_nova_open_move_carries_evacuation_residue_hands_the_down_hosts_allocation_to_the_migration() -> None:
+    finding = finding_of(_migrate_evacuated_then_revert_after_restart, "nova-open-move-carries-evacuation-residue",
+                         hosts=3)
+    assert finding.invariant == "placement-matches-oracle"
+    assert "after migrate(vm1, host1)" in str(finding)
+
+
+def test_a_reverted_migration_of_an_evacuated_instance_leaves_nothing_on_the_restarted_host() -> None:
+    """Found by a campaign: with Nova's move, the revert gives host3's cleaned-up residue back for good."""
+    with session(hosts=3) as s:
+        _migrate_evacuated_then_revert_after_restart(s)  # raises Finding if an invariant breaks
+        for host in ("host1", "host2", "host3"):
+            s.apply([op("audit", host=host)])
+        assert s.target.observe().allocations == {s.target.uuids["vm1"]: {"host2": {"VCPU": 2, "MEMORY_MB": 1024,
+                                                                                     "DISK_GB": 2}}}
 
 
 def test_a_down_hosts_pci_devices_wait_for_its_restart() -> None:
