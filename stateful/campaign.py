@@ -3,8 +3,9 @@
 A campaign runs the machine in *chunks* of a few examples, each chunk a
 Hypothesis run with its own seed (derived from ``--seed``, the worker's
 number and the chunk's number), until the example or wall-clock budget is
-spent or a finding is made.  Chunks keep a wall-clock budget honest without
-interrupting Hypothesis mid-example, and make a seeded campaign repeatable.
+spent or a finding is made.  Chunks make a seeded campaign repeatable; a spent
+budget or a stop request ends a chunk as its next example would begin
+(:class:`~stateful.errors.StopRequested`), never mid-example or mid-shrink.
 
 Workers are separate processes sharing one Hypothesis example database (a
 directory, or Redis for many machines), so a failure one worker found and
@@ -32,7 +33,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 from hypothesis.errors import HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
 
-from stateful.errors import Finding, UsageError
+from stateful.errors import Finding, StopRequested, UsageError
 from stateful.faults import Fault, select_faults
 from stateful.machine import MachineConfig, make_machine
 from stateful.minimize import minimize
@@ -219,6 +220,14 @@ class Worker:
             return self.examples >= per_worker
         return False
 
+    def stop_between_examples(self) -> bool:
+        """Whether to end the chunk before its next example (a Nova example takes many seconds).
+
+        Never once an example has failed: Hypothesis is then shrinking it, and
+        the shrunk failure is what the campaign is for.
+        """
+        return self.first_failure is None and self.out_of_budget()
+
     def on_example(self, recording: Recording) -> None:
         self.examples += 1
         if recording.broke is not None and self.first_failure is None:
@@ -248,6 +257,7 @@ class Worker:
                 SCHEDULES[options.schedule],
                 check_serializable=options.serializable,
                 on_example=self.on_example,
+                should_stop=self.stop_between_examples,
             )
         )
         database = open_database(options.db)
@@ -280,6 +290,8 @@ class Worker:
             )
             try:
                 run_state_machine_as_test(seed(chunk_seed)(machine), settings=chunk_settings)
+            except StopRequested:
+                break
             except Finding as finding:
                 self.report_finding(finding)
                 break

@@ -44,3 +44,12 @@ class NondeterministicRun(HarnessError):
 
 class UsageError(HarnessError):
     """Bad input from the user: an option, a file, a name (exit code 2)."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """A campaign's budget is spent or it was told to stop: end the run before the next example.
+
+    Raised by the machine as an example begins, so no example is cut short.
+    A ``KeyboardInterrupt`` because that is the one exception Hypothesis lets
+    through without recording the example as a failure.
+    """

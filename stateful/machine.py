@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 )
 
 from stateful.determinism import NoLocalConstants
-from stateful.errors import Finding
+from stateful.errors import Finding, StopRequested
 from stateful.faults import Fault
 from stateful.overlaps import locked_overlap, overlap_labels
 from stateful.scheduler import Strategy
@@ -87,6 +87,9 @@ class MachineConfig:
     check_serializable: bool = False
     #: Called with the recording of every example that ends (for campaigns).
     on_example: Callable[[Recording], None] | None = None
+    #: Asked as each example begins (for campaigns): true ends the run there,
+    #: by raising :class:`~stateful.errors.StopRequested`.
+    should_stop: Callable[[], bool] | None = None
 
 
 def must_reject(op: Op, state: Observation) -> str | None:
@@ -140,6 +143,8 @@ class AccountingMachine(RuleBasedStateMachine):
         switched_off=st.fixed_dictionaries({name: st.booleans() for name in SWARM_RULES}),
     )
     def build(self, topology: dict[str, Any], switched_off: dict[str, bool]) -> Any:
+        if self.config.should_stop is not None and self.config.should_stop():
+            raise StopRequested()
         self.disabled = {name for name, off in switched_off.items() if off}
         session = Session(self.config.target(), topology, self.config.faults)
         session.setUp()  # on failure fixtures cleans up itself; teardown must not clean again

@@ -1,0 +1,42 @@
+"""A campaign stops between examples, never mid-example and never mid-shrink."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from stateful.campaign import CampaignOptions, Worker
+
+
+def run_worker_stopping(options: CampaignOptions, when: Callable[[Worker, Any], bool]) -> tuple[Worker, list[str]]:
+    """Run a worker that is told to stop once ``when(worker, recording)`` holds after an example ends.
+
+    Returns the worker and the kinds of the messages it emitted.
+    """
+    stop = threading.Event()
+    emitted: list[str] = []
+    worker = Worker(options, 0, lambda kind, payload: emitted.append(kind), stop)
+    count = worker.on_example
+
+    def on_example(recording: Any) -> None:
+        count(recording)
+        if when(worker, recording):
+            stop.set()
+
+    worker.on_example = on_example  # type: ignore[method-assign]
+    worker.run()
+    return worker, emitted
+
+
+def test_a_stop_request_ends_the_chunk_before_its_next_example() -> None:
+    worker, emitted = run_worker_stopping(CampaignOptions(seed=1, db="none"), lambda w, _: w.examples == 3)
+    assert worker.examples == 3  # not the chunk's 20: a Nova example takes many seconds
+    assert "finding" not in emitted and "harness_error" not in emitted
+
+
+def test_a_stop_request_after_a_failure_lets_the_shrink_finish(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    options = CampaignOptions(
+        faults=["lp1879878-confirm"], seed=0, db="none", regressions=str(tmp_path), shrink_seconds=20
+    )
+    _, emitted = run_worker_stopping(options, lambda _, recording: recording.broke is not None)
+    assert emitted.count("finding") == 1 and len(list(tmp_path.glob("*.json"))) == 1
