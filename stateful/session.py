@@ -159,6 +159,7 @@ class Session(fixtures.Fixture):
             step_timeout=self.step_timeout,
             on_checkpoint=self._check_always,
             on_checkpoint_anywhere=getattr(self.target, "observes_from_any_thread", False),
+            greenlets=getattr(self.target, "tasks_as_greenlets", False),
         )
         try:
             run = scheduler.run([(op.label, self.target.operation(op)) for op in ops])

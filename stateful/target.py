@@ -93,6 +93,11 @@ class Target(Protocol):
     Optionally, ``checkpoint_hints``: operation name → about how many
     checkpoints that operation reaches, so that the default schedule spreads
     its pauses over whole operations (:class:`~stateful.strategies.VirtualDelays`).
+    Optionally, ``tasks_as_greenlets``: true if a concurrent step's
+    operations may run as greenlets on one thread
+    (:class:`~stateful.scheduler.GreenletCarrier`, far cheaper switches),
+    which only holds for code that blocks on nothing but :mod:`stateful.locks`
+    and starts no threads; otherwise each runs on its own thread.
     """
 
     name: str

@@ -19,6 +19,7 @@ class ModelTarget:
     name = "model"
     rejections: tuple[type[BaseException], ...] = (Rejected,)
     observes_from_any_thread = True  # plain Python objects, read while no task runs
+    tasks_as_greenlets = True  # pure Python that waits only on the scheduler's locks
 
     #: About how many checkpoints each operation reaches, for the schedule
     #: strategy (:data:`CHECKPOINT_HINTS`, set below once the class exists).

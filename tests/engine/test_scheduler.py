@@ -240,3 +240,32 @@ def test_an_on_checkpoint_error_on_a_task_thread_is_raised_by_the_run():
     with pytest.raises(Broken):
         Scheduler(FixedDelays(), on_checkpoint=fail, on_checkpoint_anywhere=True).run(increments(Counter()))
     assert not stateful_threads()
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.dictionaries(
+        st.tuples(
+            st.integers(0, 2),
+            st.sampled_from(["counter.read", "counter.write", "lock:counter:acquire", "lock:counter:release"]),
+            st.just(0),
+        ),
+        st.integers(1, 5),
+    ),
+    st.booleans(),
+)
+def test_greenlets_follow_exactly_the_schedule_threads_follow(delays, locked):
+    """A target's choice of carrier (threads or greenlets) changes no trace and no outcome."""
+    runs = []
+    for greenlets in (False, True):
+        counter = Counter()
+        with SchedulerLocks():
+            run = Scheduler(FixedDelays(delays), greenlets=greenlets).run(increments(counter, locked, tasks=3))
+        runs.append(([str(event) for event in run.trace], counter.value, [o.error for o in run.outcomes]))
+    assert runs[0] == runs[1]
+
+
+def test_a_deadlock_between_greenlets_is_found_and_unwound():
+    with SchedulerLocks():
+        with pytest.raises(Deadlock, match="waits for"):
+            Scheduler(FixedDelays({(0, "abba.between", 0): 1}), greenlets=True).run(abba())

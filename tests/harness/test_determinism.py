@@ -19,7 +19,10 @@ def examples_of_a_derandomized_run(max_examples: int) -> list[tuple]:
     config = MachineConfig(target_factory("model"), on_example=seen.append)
     budget = settings(profile("ci"), max_examples=max_examples, phases=[Phase.generate])
     run_state_machine_as_test(make_machine(config), settings=budget)
-    return [(recording.topology, recording.steps) for recording in seen]
+    return [
+        (recording.topology, recording.steps, [[str(event) for event in trace] for trace in recording.traces])
+        for recording in seen
+    ]
 
 
 def test_importing_a_local_module_does_not_change_the_examples(tmp_path, monkeypatch):
@@ -34,3 +37,14 @@ def test_importing_a_local_module_does_not_change_the_examples(tmp_path, monkeyp
     importlib.import_module("module_of_literals")
     after = examples_of_a_derandomized_run(12)
     assert after == before
+
+
+def test_running_tasks_as_greenlets_changes_no_example(monkeypatch):
+    """The model runs concurrent steps as greenlets; threads must give the very same examples."""
+    from stateful.targets.model import ModelTarget
+
+    assert ModelTarget.tasks_as_greenlets
+    on_greenlets = examples_of_a_derandomized_run(25)
+    monkeypatch.setattr(ModelTarget, "tasks_as_greenlets", False)
+    assert examples_of_a_derandomized_run(25) == on_greenlets
+    assert any(r[2] for r in on_greenlets)  # some concurrent steps were run
