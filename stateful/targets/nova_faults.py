@@ -500,6 +500,39 @@ def _failing_move_of_vanished_source(move_allocations: Callable[..., Any]) -> Ca
     return fixed
 
 
+#: Statuses of an evacuation that ``finish_evacuation`` has not ended yet.
+_EVACUATION_UNDER_WAY = ("accepted", "pre-migrating")
+
+
+def _counting_an_unfinished_evacuation(in_resize_state: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-evacuation-active-early``) for ``resource_tracker._instance_in_resize_state``.
+
+    ``ComputeManager._do_rebuild_instance`` saves the rebuilt instance
+    ``vm_state=active, task_state=None`` before ``rebuild_instance`` calls
+    ``ResourceTracker.finish_evacuation``, which (under the lock) moves the
+    instance to the destination.  An audit of the destination in between
+    reads the instance still on its source, and skips the evacuation's
+    migration in ``_update_usage_from_migrations`` because the instance is
+    "neither resizing nor live-migrating": the destination counts it nowhere
+    until its next audit.  Fixed (the audit's side of the same window the
+    model closes by saving the instance active in ``finish_evacuation``): an
+    instance whose migration context names an evacuation still under way is
+    mid-move.
+    """
+
+    @functools.wraps(in_resize_state)
+    def fixed(instance):  # type: ignore[no-untyped-def]
+        if in_resize_state(instance):
+            return True
+        context = instance.migration_context
+        if context is None:
+            return False
+        migration = objects.Migration.get_by_id(instance._context, context.migration_id)
+        return migration.migration_type == "evacuation" and migration.status in _EVACUATION_UNDER_WAY
+
+    return fixed
+
+
 def _evacuation_residue(context: Any, consumer_uuid: str) -> set[str]:
     """The providers where an instance keeps an evacuation's residue (none for a migration's uuid).
 
@@ -645,6 +678,9 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
     "nova-open-double-evacuation": (
         ("delete_allocation_for_evacuated_instance", _sparing_another_evacuations_allocation),
     ),
+    "nova-open-evacuation-active-early": (
+        ("nova.compute.resource_tracker._instance_in_resize_state", _counting_an_unfinished_evacuation),
+    ),
     "nova-open-move-carries-evacuation-residue": (
         ("nova.scheduler.client.report.SchedulerReportClient.move_allocations", _keeping_evacuation_residue),
     ),
@@ -774,6 +810,15 @@ FAULTS: list[Fault] = [
         "evacuation of it holds (nova/compute/manager.py, resource_tracker.py)",
         "two evacuations of one instance at once: the failed one deletes the other's allocation on the destination",
         breaks=("placement-matches-oracle",),
+    ),
+    _nova_open(
+        "nova-open-evacuation-active-early",
+        "_do_rebuild_instance saves the evacuated instance active before finish_evacuation moves it, and "
+        "_update_usage_from_migrations skips the migration of an instance neither resizing nor live-migrating "
+        "(nova/compute/manager.py, resource_tracker.py)",
+        "an audit of the destination between the rebuilt instance's active save and finish_evacuation counts "
+        "it on no host",
+        breaks=("usage-matches-oracle",),
     ),
     _nova_open(
         "nova-open-move-carries-evacuation-residue",

@@ -111,6 +111,24 @@ def _evacuate_racing_audit(s: Session) -> None:
     )
 
 
+# The same evacuation and audit, the evacuation paused just after its rebuild
+# claim: its active save then runs before the audit reads the destination's
+# instances, and finish_evacuation after the audit.
+ACTIVE_EARLY_SCHEDULE = {
+    (0, "lock:compute_resources:release", 0): 1,
+    (1, "nova.migration_list.get_in_progress_and_error:before", 0): 10,
+}
+
+
+def _evacuate_racing_audit_after_the_active_save(s: Session) -> None:
+    s.apply([op("create", instance="vm1", flavor="pci", host="host1")])
+    s.apply([op("host_down", host="host1")])
+    s.apply(
+        [op("evacuate", instance="vm1", host="host2"), op("audit", host="host2")],
+        FixedDelays(ACTIVE_EARLY_SCHEDULE),
+    )
+
+
 def finding_of(scenario: Callable[[Session], Any], *switches: str, hosts: int = 2) -> Finding:
     """The finding ``scenario`` ends in with the fault ``switches`` on (it must end in one)."""
     with session(*switches, hosts=hosts) as s:
@@ -134,6 +152,18 @@ def test_lp1896463_fixed_nova_keeps_the_pci_device() -> None:
         # with the fix the audit had to wait for the evacuation to finish
         trace = s.recording.traces[-1]
         assert any(e.kind == "block" and e.task == 1 for e in trace)
+
+
+def test_nova_open_evacuation_active_early_counts_the_evacuated_instance_nowhere() -> None:
+    finding = finding_of(_evacuate_racing_audit_after_the_active_save, "nova-open-evacuation-active-early")
+    assert finding.invariant == "usage-matches-oracle"
+    assert "host2 vcpus: tracked 0" in str(finding)
+
+
+def test_the_target_counts_an_evacuation_under_way_by_default() -> None:
+    with session() as s:
+        _evacuate_racing_audit_after_the_active_save(s)  # raises Finding if an invariant breaks
+        assert s.target.observe().usage["host2"]["vcpus"] == 1
 
 
 def _confirm_or_revert_racing_audit(s: Session, action: str, audited: str) -> None:
@@ -316,7 +346,8 @@ def test_open_race_switches_restore_novas_methods() -> None:
     move_allocations = "nova.scheduler.client.report.SchedulerReportClient.move_allocations"
     evacuated = "delete_allocation_for_evacuated_instance"
     rt_methods = {"update_usage", "_drop_move_claim", "_update_usage_from_instances", evacuated}
-    assert patched == rt_methods | {move_allocations} | mid_move
+    in_resize_state = "nova.compute.resource_tracker._instance_in_resize_state"
+    assert patched == rt_methods | {move_allocations, in_resize_state} | mid_move
     nova = {method: _nova_method(method) for method in patched}
     assert nova["update_usage"] is ResourceTracker.update_usage
 
@@ -337,6 +368,7 @@ def test_open_race_switches_restore_novas_methods() -> None:
     residue = "nova-open-move-carries-evacuation-residue"
     assert methods_kept("nova-open-move-racing-delete", residue) == {move_allocations}
     assert methods_kept("nova-open-double-evacuation") == {evacuated}
+    assert methods_kept("nova-open-evacuation-active-early") == {in_resize_state}
     assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == {
         "update_usage", "_drop_move_claim", "_update_usage_from_instances",
     }
