@@ -37,6 +37,7 @@ from nova.compute import vm_states  # noqa: E402
 from nova.compute import task_states  # noqa: E402
 from nova.tests.functional.api import client as api_client  # noqa: E402
 
+from stateful.scheduler import current_task  # noqa: E402
 from stateful.sites import DelaySites, register_site  # noqa: E402
 from stateful.target import Observation, Op  # noqa: E402
 
@@ -380,12 +381,12 @@ class NovaTarget:
 
     def _op_live_migrate_rollback(self, instance: str, host: str) -> None:
         """A live migration the hypervisor fails: Nova must roll it back onto the source."""
-        uuid = self._uuid(instance)
-        ROLLBACK_LIVE_MIGRATIONS.add(uuid)
+        armed = (self._uuid(instance), host, current_task())
+        ROLLBACK_LIVE_MIGRATIONS.add(armed)
         try:
-            self._live_migrate(instance, host)
+            uuid = self._live_migrate(instance, host)
         finally:
-            ROLLBACK_LIVE_MIGRATIONS.discard(uuid)
+            ROLLBACK_LIVE_MIGRATIONS.discard(armed)
         self._check_after(instance, uuid, "live migration rollback")
 
     def _op_host_down(self, host: str) -> None:

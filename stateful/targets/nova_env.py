@@ -146,7 +146,7 @@ class StatefulFakeDriver(fake_virt.MediumFakeDriver):
 
     def live_migration(self, context, instance, dest, post_method, recover_method,  # type: ignore[no-untyped-def]
                        block_migration=False, migrate_data=None):
-        if instance.uuid in ROLLBACK_LIVE_MIGRATIONS:
+        if (instance.uuid, dest, stateful_scheduler.current_task()) in ROLLBACK_LIVE_MIGRATIONS:
             # The hypervisor fails the migration: Nova rolls back (as libvirt's driver does).
             recover_method(context, instance, dest, migrate_data)
             return
@@ -163,8 +163,11 @@ class StatefulFakeDriver(fake_virt.MediumFakeDriver):
         self.destroy(context, instance, network_info=None, block_device_info=block_device_info)
 
 
-#: uuids of instances whose next live migration the fake hypervisor fails.
-ROLLBACK_LIVE_MIGRATIONS: set[str] = set()
+#: Live migrations the fake hypervisor fails, as (instance uuid, destination,
+#: the scheduler task whose operation asked for it, None outside a concurrent
+#: step): keyed by the task so that another operation on the same instance
+#: (one that Nova rejects, say) neither disarms nor inherits the failure.
+ROLLBACK_LIVE_MIGRATIONS: set[tuple[str, str, Any]] = set()
 
 
 def driver_class_for(host: Mapping[str, Any]) -> type:

@@ -502,6 +502,24 @@ def test_a_reverted_migration_of_an_evacuated_instance_leaves_nothing_on_the_res
                                                                                      "DISK_GB": 2}}}
 
 
+def test_a_rejected_live_migration_leaves_the_other_ones_rollback_armed() -> None:
+    """Found by a campaign: the rejected operation disarmed the accepted one's hypervisor failure (a harness bug).
+
+    The first rollback pauses inside its conductor's move_allocations; the
+    second, on the same instance, is rejected (task_state migrating).  The
+    first must still fail in the hypervisor and roll back.
+    """
+    with session(hosts=3) as s:
+        s.apply([op("create", instance="vm1", flavor="large", host="host3")])
+        first, second = s.apply(
+            [op("live_migrate_rollback", instance="vm1", host="host1"),
+             op("live_migrate_rollback", instance="vm1", host="host2")],
+            FixedDelays({(0, "nova.placement.get_allocs_for_consumer:after", 2): 1}),
+        ).outcomes  # raises Finding if an invariant breaks
+        assert first.error is None and isinstance(second.error, s.target.rejections)
+        assert s.target.observe().servers["vm1"]["host"] == "host3"
+
+
 def test_a_down_hosts_pci_devices_wait_for_its_restart() -> None:
     """An instance evacuated from a down host, then deleted, keeps its device there until the host restarts."""
     with session() as s:
