@@ -504,6 +504,17 @@ class NovaTarget:
 
     # -- the oracle -----------------------------------------------------------------
 
+    def _evacuated_flavor(self, instance: Any, evacuation: Any, moves: list[Any]) -> Any:
+        """The flavor ``instance`` had when ``evacuation`` left its allocation on the source.
+
+        A resize since then changed ``instance.flavor``, not that allocation:
+        the first later move's ``old_instance_type_id`` names the flavor.
+        """
+        later = sorted((m for m in moves if _is_resize(m) and m.id > evacuation.id), key=lambda m: m.id)
+        if later and later[0].old_instance_type_id is not None:
+            return objects.Flavor.get_by_id(self._ctx(), later[0].old_instance_type_id)
+        return instance.flavor
+
     def _migration_flavor(self, instance: Any, migration: Any, prefix: str) -> Any:
         if _is_resize(migration):
             return getattr(instance, f"{prefix}flavor", None) or (instance.flavor if prefix == "" else None)
@@ -585,7 +596,7 @@ class NovaTarget:
                     continue
                 # Evacuated away from a host that has not restarted (and cleaned up) yet...
                 if evacuation.status in ("accepted", "pre-migrating", "done"):
-                    hold(instance.uuid, evacuation.source_node, instance.flavor)
+                    hold(instance.uuid, evacuation.source_node, self._evacuated_flavor(instance, evacuation, moves))
                 # ...and, while it runs, claimed on its destination (once done, the
                 # instance's own node; it may have been evacuated on from there since).
                 if evacuation.status in ("accepted", "pre-migrating"):

@@ -502,6 +502,21 @@ def test_a_reverted_migration_of_an_evacuated_instance_leaves_nothing_on_the_res
                                                                                      "DISK_GB": 2}}}
 
 
+def test_a_resize_of_an_evacuated_instance_leaves_the_old_flavor_on_the_down_host() -> None:
+    """Found by a campaign: the oracle expected the evacuation's residue in the instance's new flavor."""
+    small, large = {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}, {"VCPU": 4, "MEMORY_MB": 2048, "DISK_GB": 4}
+    with session(hosts=3) as s:
+        s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+        s.apply([op("host_down", host="host1")])
+        s.apply([op("evacuate", instance="vm1", host="host2")])
+        s.apply([op("resize", instance="vm1", flavor="large", host="host3")])  # raises Finding if wrong
+        s.apply([op("confirm", instance="vm1")])
+        uuid = s.target.uuids["vm1"]
+        assert s.target.observe().allocations[uuid] == {"host1": small, "host3": large}
+        s.apply([op("host_up", host="host1")])
+        assert s.target.observe().allocations[uuid] == {"host3": large}
+
+
 def test_a_rejected_live_migration_leaves_the_other_ones_rollback_armed() -> None:
     """Found by a campaign: the rejected operation disarmed the accepted one's hypervisor failure (a harness bug).
 
