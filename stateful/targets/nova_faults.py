@@ -500,6 +500,30 @@ def _failing_move_of_vanished_source(move_allocations: Callable[..., Any]) -> Ca
     return fixed
 
 
+def _skipping_unscheduled_migrations(count: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-unscheduled-error-migration``) for ``ResourceTracker._update_usage_from_migration``.
+
+    The audit lists a host's migrations in progress *or in error*
+    (``MigrationList.get_in_progress_and_error``) and counts each one whose
+    instance is "resizing", a test that includes the rebuild task states.
+    A cold migration the scheduler refused ends in ``error`` with a source
+    and no destination.  If the instance is later evacuated back onto that
+    source, an audit of it between the evacuation's ``rebuilding`` save and
+    its rebuild claim counts the old migration as outbound ("usage for a
+    possible revert" of the instance's flavor), and the claim then counts
+    the instance again.  Fixed: a migration that never had a destination
+    holds nothing anywhere; the audit skips it.
+    """
+
+    @functools.wraps(count)
+    def fixed(self, context, instance, migration, nodename):  # type: ignore[no-untyped-def]
+        if migration.dest_compute is None:
+            return None
+        return count(self, context, instance, migration, nodename)
+
+    return fixed
+
+
 #: Statuses of an evacuation that ``finish_evacuation`` has not ended yet.
 _EVACUATION_UNDER_WAY = ("accepted", "pre-migrating")
 
@@ -678,6 +702,7 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
     "nova-open-double-evacuation": (
         ("delete_allocation_for_evacuated_instance", _sparing_another_evacuations_allocation),
     ),
+    "nova-open-unscheduled-error-migration": (("_update_usage_from_migration", _skipping_unscheduled_migrations),),
     "nova-open-evacuation-active-early": (
         ("nova.compute.resource_tracker._instance_in_resize_state", _counting_an_unfinished_evacuation),
     ),
@@ -810,6 +835,14 @@ FAULTS: list[Fault] = [
         "evacuation of it holds (nova/compute/manager.py, resource_tracker.py)",
         "two evacuations of one instance at once: the failed one deletes the other's allocation on the destination",
         breaks=("placement-matches-oracle",),
+    ),
+    _nova_open(
+        "nova-open-unscheduled-error-migration",
+        "_update_usage_from_migrations counts a migration in status error that never had a destination, "
+        "whenever its instance is in a resize or rebuild task state (nova/compute/resource_tracker.py)",
+        "an audit racing an evacuation back onto the source of a refused cold migration counts the instance "
+        "there twice",
+        breaks=("usage-matches-oracle",),
     ),
     _nova_open(
         "nova-open-evacuation-active-early",

@@ -345,7 +345,9 @@ def test_open_race_switches_restore_novas_methods() -> None:
     mid_move = {deletion, finish_revert, revert, conductor_revert}
     move_allocations = "nova.scheduler.client.report.SchedulerReportClient.move_allocations"
     evacuated = "delete_allocation_for_evacuated_instance"
-    rt_methods = {"update_usage", "_drop_move_claim", "_update_usage_from_instances", evacuated}
+    rt_methods = {
+        "update_usage", "_drop_move_claim", "_update_usage_from_instances", "_update_usage_from_migration", evacuated,
+    }
     in_resize_state = "nova.compute.resource_tracker._instance_in_resize_state"
     assert patched == rt_methods | {move_allocations, in_resize_state} | mid_move
     nova = {method: _nova_method(method) for method in patched}
@@ -369,6 +371,7 @@ def test_open_race_switches_restore_novas_methods() -> None:
     assert methods_kept("nova-open-move-racing-delete", residue) == {move_allocations}
     assert methods_kept("nova-open-double-evacuation") == {evacuated}
     assert methods_kept("nova-open-evacuation-active-early") == {in_resize_state}
+    assert methods_kept("nova-open-unscheduled-error-migration") == {"_update_usage_from_migration"}
     assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == {
         "update_usage", "_drop_move_claim", "_update_usage_from_instances",
     }
@@ -515,6 +518,44 @@ def test_a_resize_of_an_evacuated_instance_leaves_the_old_flavor_on_the_down_hos
         assert s.target.observe().allocations[uuid] == {"host1": small, "host3": large}
         s.apply([op("host_up", host="host1")])
         assert s.target.observe().allocations[uuid] == {"host3": large}
+
+
+def _evacuate_onto_a_refused_migrations_source(s: Session) -> None:
+    s.apply([op("create", instance="vm1", flavor="medium", host="host1")])
+    s.apply([op("live_migrate", instance="vm1", host="host2")])
+    s.apply([op("create", instance="vm2", flavor="medium", host="host1")])
+    (refused,) = s.apply([op("migrate", instance="vm1", host="host1")]).outcomes  # host1 is full
+    assert isinstance(refused.error, s.target.rejections)  # ...and leaves a migration in error, no destination
+    s.apply([op("delete", instance="vm2")])
+    s.apply([op("live_migrate", instance="vm1", host="host1")])
+    s.apply([op("host_down", host="host1")])
+    # host2's audit holds the lock before reading its instances; the
+    # evacuation saves task_state=rebuilding and waits for the lock to claim
+    s.apply(
+        [op("audit", host="host2"), op("evacuate", instance="vm1", host="host2")],
+        FixedDelays({(0, "nova.instance_list.get_by_host_and_node:before", 0): 6,
+                     (1, "nova.placement.get_allocs_for_consumer:before", 0): 3}),
+    )
+
+
+def small_host1_session(*switches: str) -> Session:
+    topology = example_topology(2)
+    topology["hosts"][0]["vcpus"] = 3  # room for one medium instance
+    return Session(target_factory("nova")(), topology, select_faults("nova", list(switches)))
+
+
+def test_nova_open_unscheduled_error_migration_counts_the_evacuated_instance_twice() -> None:
+    with small_host1_session("nova-open-unscheduled-error-migration") as s:
+        with pytest.raises(Finding) as finding:
+            _evacuate_onto_a_refused_migrations_source(s)
+    assert finding.value.invariant == "usage-matches-oracle"
+    assert "host2 vcpus: tracked 4" in str(finding.value)
+
+
+def test_the_target_skips_a_migration_that_never_had_a_destination() -> None:
+    with small_host1_session() as s:
+        _evacuate_onto_a_refused_migrations_source(s)  # raises Finding if an invariant breaks
+        assert s.target.observe().usage["host2"]["vcpus"] == 2
 
 
 def test_a_rejected_live_migration_leaves_the_other_ones_rollback_armed() -> None:
