@@ -651,6 +651,37 @@ def _held_on(allocations: dict[str, Any], providers: set[str]) -> dict[str, Any]
     return {rp: a for rp, a in allocations.get("allocations", {}).items() if rp in providers}
 
 
+def _evacuating_only_from_no_task(evacuate: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-double-evacuation``) for ``compute.api.API.evacuate``: the missing compare-and-swap.
+
+    ``check_instance_state`` tests ``task_state is None`` on the instance as
+    the request loaded it, and ``evacuate`` then saves
+    ``task_state=rebuilding`` with ``expected_task_state=None`` — no check at
+    all, where Nova's other actions pass ``[None]``.  Two requests that both
+    loaded the instance idle both start a rebuild.  Fixed: within
+    ``evacuate``, that save expects ``[None]``, so the second request fails
+    with ``UnexpectedTaskStateError``, as a second resize does.
+    """
+
+    @functools.wraps(evacuate)
+    def fixed(self, context, instance, *args, **kwargs):  # type: ignore[no-untyped-def]
+        save = instance.save
+
+        def compare_and_swap(expected_vm_state=None, expected_task_state=None, admin_state_reset=False):  # type: ignore[no-untyped-def]
+            if expected_task_state is None and instance.task_state == task_states.REBUILDING:
+                expected_task_state = [None]
+            return save(expected_vm_state=expected_vm_state, expected_task_state=expected_task_state,
+                        admin_state_reset=admin_state_reset)
+
+        instance.save = compare_and_swap
+        try:
+            return evacuate(self, context, instance, *args, **kwargs)
+        finally:
+            del instance.save
+
+    return fixed
+
+
 def _sparing_another_evacuations_allocation(delete: Callable[..., Any]) -> Callable[..., Any]:
     """Fix (``nova-open-double-evacuation``) for ``ResourceTracker.delete_allocation_for_evacuated_instance``.
 
@@ -700,6 +731,7 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
         ("nova.scheduler.client.report.SchedulerReportClient.move_allocations", _failing_move_of_vanished_source),
     ),
     "nova-open-double-evacuation": (
+        ("nova.compute.api.API.evacuate", _evacuating_only_from_no_task),
         ("delete_allocation_for_evacuated_instance", _sparing_another_evacuations_allocation),
     ),
     "nova-open-unscheduled-error-migration": (("_update_usage_from_migration", _skipping_unscheduled_migrations),),

@@ -349,7 +349,8 @@ def test_open_race_switches_restore_novas_methods() -> None:
         "update_usage", "_drop_move_claim", "_update_usage_from_instances", "_update_usage_from_migration", evacuated,
     }
     in_resize_state = "nova.compute.resource_tracker._instance_in_resize_state"
-    assert patched == rt_methods | {move_allocations, in_resize_state} | mid_move
+    api_evacuate = "nova.compute.api.API.evacuate"
+    assert patched == rt_methods | {move_allocations, in_resize_state, api_evacuate} | mid_move
     nova = {method: _nova_method(method) for method in patched}
     assert nova["update_usage"] is ResourceTracker.update_usage
 
@@ -369,7 +370,7 @@ def test_open_race_switches_restore_novas_methods() -> None:
     assert methods_kept("nova-open-move-racing-delete") == set()  # the residue's fix wraps it too
     residue = "nova-open-move-carries-evacuation-residue"
     assert methods_kept("nova-open-move-racing-delete", residue) == {move_allocations}
-    assert methods_kept("nova-open-double-evacuation") == {evacuated}
+    assert methods_kept("nova-open-double-evacuation") == {evacuated, api_evacuate}
     assert methods_kept("nova-open-evacuation-active-early") == {in_resize_state}
     assert methods_kept("nova-open-unscheduled-error-migration") == {"_update_usage_from_migration"}
     assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == {
@@ -556,6 +557,21 @@ def test_the_target_skips_a_migration_that_never_had_a_destination() -> None:
     with small_host1_session() as s:
         _evacuate_onto_a_refused_migrations_source(s)  # raises Finding if an invariant breaks
         assert s.target.observe().usage["host2"]["vcpus"] == 2
+
+
+def test_of_two_evacuations_loaded_at_once_the_target_accepts_one() -> None:
+    """The first pauses before its API save; the second loads the idle instance, saves first and pauses."""
+    with session() as s:
+        s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+        s.apply([op("host_down", host="host1")])
+        outcomes = s.apply(
+            [op("evacuate", instance="vm1", host="host2"), op("evacuate", instance="vm1", host="host2")],
+            FixedDelays({(0, "nova.instance.save:before", 0): 1, (1, "nova.instance.save:after", 0): 5}),
+        ).outcomes  # raises Finding if an invariant breaks
+        refused = [o for o in outcomes if o.error is not None]
+        assert len(refused) == 1 and isinstance(refused[0].error, s.target.rejections)
+        assert "UnexpectedTaskStateError" in str(refused[0].error)
+        assert s.target.observe().servers["vm1"]["host"] == "host2"
 
 
 def test_a_rejected_live_migration_leaves_the_other_ones_rollback_armed() -> None:
