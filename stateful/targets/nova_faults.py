@@ -473,6 +473,27 @@ def _conductor_not_reverting_to_deleted(revert: Callable[..., Any]) -> Callable[
     return fixed
 
 
+def _not_moving_a_deleted_instance(replace: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-delete-mid-move``) for ``conductor.tasks.migrate.replace_allocation_with_migration``.
+
+    A delete that removed the instance's allocations before the conductor
+    reads them leaves nothing on the source node: Nova logs "Unable to find
+    existing allocations" and goes on, so the scheduler claims the
+    destination for the deleted instance, which holds that allocation until
+    the destination's next audit.  Fixed: with nothing to move and the
+    instance deleted, the move ends (``InstanceNotFound``).
+    """
+
+    @functools.wraps(replace)
+    def fixed(context, instance, migration):  # type: ignore[no-untyped-def]
+        source_node, held = replace(context, instance, migration)
+        if held is None and _instance_deleted(context, instance.uuid):
+            raise exception.InstanceNotFound(instance_id=instance.uuid)
+        return source_node, held
+
+    return fixed
+
+
 def _failing_move_of_vanished_source(move_allocations: Callable[..., Any]) -> Callable[..., Any]:
     """Fix (``nova-open-move-racing-delete``) for ``SchedulerReportClient.move_allocations``.
 
@@ -726,6 +747,7 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
         ("nova.compute.manager.ComputeManager.finish_revert_resize", _dropping_source_claim_of_deleted),
         ("nova.compute.manager.ComputeManager._revert_allocation", _not_reverting_to_deleted),
         ("nova.conductor.tasks.migrate.revert_allocation_for_migration", _conductor_not_reverting_to_deleted),
+        ("nova.conductor.tasks.migrate.replace_allocation_with_migration", _not_moving_a_deleted_instance),
     ),
     "nova-open-move-racing-delete": (
         ("nova.scheduler.client.report.SchedulerReportClient.move_allocations", _failing_move_of_vanished_source),

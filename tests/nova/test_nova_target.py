@@ -342,7 +342,8 @@ def test_open_race_switches_restore_novas_methods() -> None:
     conductor_revert = "nova.conductor.tasks.migrate.revert_allocation_for_migration"
     deletion = "nova.compute.manager.ComputeManager._complete_deletion"
     finish_revert = "nova.compute.manager.ComputeManager.finish_revert_resize"
-    mid_move = {deletion, finish_revert, revert, conductor_revert}
+    conductor_replace = "nova.conductor.tasks.migrate.replace_allocation_with_migration"
+    mid_move = {deletion, finish_revert, revert, conductor_revert, conductor_replace}
     move_allocations = "nova.scheduler.client.report.SchedulerReportClient.move_allocations"
     evacuated = "delete_allocation_for_evacuated_instance"
     rt_methods = {
@@ -454,6 +455,26 @@ def test_nova_open_move_racing_delete_fails_the_resize_with_a_key_error() -> Non
     finding = finding_of(_resize_racing_delete, "nova-open-move-racing-delete")
     assert finding.invariant == "no-unexpected-error"
     assert "KeyError" in str(finding)
+
+
+def _migrate_overtaken_by_a_delete(s: Session) -> StepResult:
+    s.apply([op("create", instance="vm1", flavor="medium", host="host2")])
+    # the conductor pauses before reading the instance's allocation; the delete runs to its end
+    pause = FixedDelays({(0, "nova.placement.get_allocs_for_consumer:before", 0): 1})
+    return s.apply([op("migrate", instance="vm1", host="host1"), op("delete", instance="vm1")], pause)
+
+
+def test_nova_open_delete_mid_move_lets_the_scheduler_claim_for_a_deleted_instance() -> None:
+    finding = finding_of(_migrate_overtaken_by_a_delete, "nova-open-delete-mid-move")
+    assert finding.invariant == "terminal-holds-nothing"
+    assert "still holds allocations {'host1'" in str(finding)
+
+
+def test_a_migrate_that_a_delete_overtook_before_its_first_read_is_refused() -> None:
+    with session() as s:
+        migrate, delete = _migrate_overtaken_by_a_delete(s).outcomes  # raises Finding if an invariant breaks
+        assert isinstance(migrate.error, s.target.rejections) and delete.error is None
+        assert s.target.observe().allocations == {}
 
 
 def test_a_resize_that_a_delete_overtook_is_refused_with_the_fix() -> None:
