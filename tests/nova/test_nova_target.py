@@ -102,12 +102,12 @@ LP1896463_SCHEDULE = {
 }
 
 
-def _evacuate_racing_audit(s: Session) -> None:
+def _evacuate_racing_audit(s: Session, schedule: dict[tuple[int, str, int], int] = LP1896463_SCHEDULE) -> None:
     s.apply([op("create", instance="vm1", flavor="pci", host="host1")])
     s.apply([op("host_down", host="host1")])
     s.apply(
         [op("evacuate", instance="vm1", host="host2"), op("audit", host="host2")],
-        FixedDelays(LP1896463_SCHEDULE),
+        FixedDelays(schedule),
     )
 
 
@@ -121,12 +121,7 @@ ACTIVE_EARLY_SCHEDULE = {
 
 
 def _evacuate_racing_audit_after_the_active_save(s: Session) -> None:
-    s.apply([op("create", instance="vm1", flavor="pci", host="host1")])
-    s.apply([op("host_down", host="host1")])
-    s.apply(
-        [op("evacuate", instance="vm1", host="host2"), op("audit", host="host2")],
-        FixedDelays(ACTIVE_EARLY_SCHEDULE),
-    )
+    _evacuate_racing_audit(s, ACTIVE_EARLY_SCHEDULE)
 
 
 def finding_of(scenario: Callable[[Session], Any], *switches: str, hosts: int = 2) -> Finding:
