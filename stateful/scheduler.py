@@ -3,11 +3,12 @@
 Each operation is a *task* on a real thread (or, for code under test that
 blocks only on the scheduler's own locks and starts no threads, a greenlet on
 the caller's thread, where a switch costs a stack swap instead of two OS
-thread wake-ups), but exactly one task runs at any moment.  A running task hands control back only at a named switch point,
-:func:`checkpoint`, (or when it would block on a lock, see
-:mod:`stateful.locks`).  The control loop, which runs in the caller's thread
-and is the only place where the strategy (and so Hypothesis) draws, then
-decides how long the task sleeps in *virtual* time and which task runs next.
+thread wake-ups), but exactly one task runs at any moment.  A running task
+hands control back only at a named switch point, :func:`checkpoint`, (or
+when it would block on a lock, see :mod:`stateful.locks`).  The control
+loop, which runs in the caller's thread and is the only place where the
+strategy (and so Hypothesis) draws, then decides how long the task sleeps
+in *virtual* time and which task runs next.
 
 The default rule, used by :class:`~stateful.strategies.VirtualDelays`, is
 trio's ``MockClock`` idea applied to threads: every task has a wake-up time;

@@ -510,9 +510,9 @@ class NovaTarget:
         A resize since then changed ``instance.flavor``, not that allocation:
         the first later move's ``old_instance_type_id`` names the flavor.
         """
-        later = sorted((m for m in moves if _is_resize(m) and m.id > evacuation.id), key=lambda m: m.id)
-        if later and later[0].old_instance_type_id is not None:
-            return objects.Flavor.get_by_id(self._ctx(), later[0].old_instance_type_id)
+        later = min((m for m in moves if _is_resize(m) and m.id > evacuation.id), key=lambda m: m.id, default=None)
+        if later is not None and later.old_instance_type_id is not None:
+            return objects.Flavor.get_by_id(self._ctx(), later.old_instance_type_id)
         return instance.flavor
 
     def _migration_flavor(self, instance: Any, migration: Any, prefix: str) -> Any:
