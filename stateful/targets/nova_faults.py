@@ -58,21 +58,25 @@ from __future__ import annotations
 
 from stateful.targets import nova_env  # noqa: F401  (threading mode first)
 
+import contextlib  # noqa: E402
 import functools  # noqa: E402
 import importlib  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any, Callable, Iterator  # noqa: E402
 
 import fixtures  # noqa: E402
+from oslo_concurrency import lockutils  # noqa: E402
 
 from nova import exception  # noqa: E402
 from nova import objects  # noqa: E402
 from nova import utils  # noqa: E402
+from nova.compute import manager  # noqa: E402
 from nova.compute import resource_tracker  # noqa: E402
 from nova.compute import task_states  # noqa: E402
 from nova.compute import vm_states  # noqa: E402
 from nova.scheduler.client import report  # noqa: E402
 
 from stateful.faults import Fault  # noqa: E402
+from stateful.locks import on_host  # noqa: E402
 
 #: This module holds Nova's own code (pre-fix and fixed copies of its
 #: methods): an error raised here is Nova's, a finding, not the harness's
@@ -127,7 +131,11 @@ class _ConfirmStatusOutsideLock(fixtures.Fixture):
 
 
 class _RevertStatusOutsideLock(fixtures.Fixture):
+    """Nova's ordering before the fix; the revert window (``nova-open-revert-window``) was open then too,
+    and its fix wraps the method this fault replaces, so the fault keeps that window open."""
+
     def _setUp(self) -> None:
+        self.useFixture(_KeepNovaOrdering("nova-open-revert-window"))
         self.useFixture(fixtures.MonkeyPatch(f"{RT}.drop_move_claim_at_dest", _pre_fix_drop_move_claim_at_dest))
 
 
@@ -730,6 +738,60 @@ def _sparing_another_evacuations_allocation(delete: Callable[..., Any]) -> Calla
     return fixed
 
 
+@contextlib.contextmanager
+def _compute_resources_locks(*hosts: str) -> Iterator[None]:
+    """Several hosts' ``compute_resources`` locks at once, in name order so that no two callers deadlock."""
+    with contextlib.ExitStack() as stack:
+        for host in sorted(set(hosts)):
+            with on_host(host):  # the lock's identity is (host, name), as for each host's own tracker
+                stack.enter_context(lockutils.lock(_SEMAPHORE, fair=True, do_log=False))
+        yield
+
+
+def _reverting_with_the_move_back(drop_at_dest: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-revert-window``) for ``ResourceTracker.drop_move_claim_at_dest``.
+
+    ``revert_resize`` on the destination marks the migration ``reverted``,
+    drops the claim and reverts the migration context under the
+    destination's lock, but the instance stays on the destination (host,
+    node, new flavor) until ``finish_revert_resize`` on the source moves it
+    back, later and outside any lock.  An audit of the source in between
+    forgets the instance (not its host; the migration terminal), and an
+    audit of the destination counts it there again (its host), for good:
+    no later drop removes it.  Fixed as on the model: the same critical
+    section, under the source's lock as well as the destination's, gives
+    the instance back to the source (old flavor, source host, node and
+    compute node) in the save that ends it.  A real fix would hand the
+    instance back through the source; holding both locks states the
+    atomicity such a fix must give.  ``finish_revert_resize`` later sets
+    the same fields again.
+    """
+
+    @functools.wraps(drop_at_dest)
+    def fixed(self, context, instance, migration):  # type: ignore[no-untyped-def]
+        save = instance.save
+
+        def save_moved_back(expected_vm_state=None, expected_task_state=None, admin_state_reset=False):  # type: ignore[no-untyped-def]
+            if expected_task_state == [task_states.RESIZE_REVERTING]:
+                # Read from the database only (no delay site), so the fix adds no checkpoint but the locks.
+                node = objects.ComputeNode.get_by_host_and_nodename(
+                    context, migration.source_compute, migration.source_node
+                )
+                manager.ComputeManager._set_instance_info(instance, instance.old_flavor)
+                instance.host, instance.node, instance.compute_id = node.host, node.hypervisor_hostname, node.id
+            return save(expected_vm_state=expected_vm_state, expected_task_state=expected_task_state,
+                        admin_state_reset=admin_state_reset)
+
+        instance.save = save_moved_back
+        try:
+            with _compute_resources_locks(self.host, migration.source_compute):
+                return drop_at_dest(self, context, instance, migration)
+        finally:
+            del instance.save
+
+    return fixed
+
+
 #: ``nova-open-*`` switch -> (method, the fix that wraps it).  A bare name is a
 #: ``ResourceTracker`` method (a locked one's fix wraps its unlocked body and
 #: runs under the lock, like the method itself); a dotted name is another of
@@ -763,6 +825,7 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
     "nova-open-move-carries-evacuation-residue": (
         ("nova.scheduler.client.report.SchedulerReportClient.move_allocations", _keeping_evacuation_residue),
     ),
+    "nova-open-revert-window": (("drop_move_claim_at_dest", _reverting_with_the_move_back),),
 }
 
 
@@ -788,6 +851,8 @@ def _nova_method(method: str) -> Any:
 
 #: The fixed methods that Nova runs under the ``compute_resources`` lock.
 _LOCKED = frozenset({"update_usage"})
+#: Locked methods whose fix takes the locks itself (more than the method's own host's).
+_LOCKED_BY_THE_FIX = frozenset({"drop_move_claim_at_dest"})
 
 
 class OpenRaceFixes(fixtures.Fixture):
@@ -810,7 +875,7 @@ class OpenRaceFixes(fixtures.Fixture):
             for method, fix in fixes:
                 if method not in bodies:
                     current = _nova_method(method)
-                    bodies[method] = _unlocked(current) if method in _LOCKED else current
+                    bodies[method] = _unlocked(current) if method in _LOCKED | _LOCKED_BY_THE_FIX else current
                 bodies[method] = fix(bodies[method])
         for method, body in bodies.items():
             fixed = _relocked(body) if method in _LOCKED else body
@@ -915,5 +980,13 @@ FAULTS: list[Fault] = [
         "migrating an instance evacuated from a host still down, then reverting after that host restarts, "
         "leaves the instance an allocation on the old host for good",
         breaks=("placement-matches-oracle",),
+    ),
+    _nova_open(
+        "nova-open-revert-window",
+        "drop_move_claim_at_dest marks the migration reverted while the instance stays on the destination "
+        "until finish_revert_resize moves it back, outside any lock (nova/compute/resource_tracker.py, manager.py)",
+        "audits between the revert's claim drop and finish_revert_resize: the source forgets the instance, the "
+        "destination keeps counting it",
+        breaks=("usage-matches-oracle",),
     ),
 ]

@@ -7,6 +7,7 @@ Skipped unless Nova is installed (``pip install -e '.[test,nova]'``, which
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable
 
 import pytest
@@ -188,6 +189,38 @@ def test_lp1879878(fault: str, action: str, audited: str, invariant: str) -> Non
 # each nova-open-* switch brings Nova's own code back.
 
 
+def _revert_racing_audit(s: Session, audited: str) -> None:
+    """vm1 resized host1 -> host2 and reverted; the audit runs just after the destination drops its claim."""
+    s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+    s.apply([op("resize", instance="vm1", flavor="medium", host="host2")])
+    s.apply(
+        [op("revert", instance="vm1"), op("audit", host=audited)],
+        FixedDelays({(0, "lock:compute_resources:release", 0): 1}),
+    )
+
+
+@pytest.mark.parametrize(
+    "audited, message",
+    [
+        ("host1", "host1 vcpus: tracked 0, but the database's instances and migrations imply 1"),  # forgotten
+        ("host2", "host2 vcpus: tracked 2, but the database's instances and migrations imply 0"),  # kept
+    ],
+)
+def test_nova_open_revert_window_swaps_usage_between_the_hosts(audited: str, message: str) -> None:
+    finding = finding_of(functools.partial(_revert_racing_audit, audited=audited), "nova-open-revert-window")
+    assert finding.invariant == "usage-matches-oracle"
+    assert message in str(finding)
+
+
+@pytest.mark.parametrize("audited", ["host1", "host2"])
+def test_the_target_reverts_with_the_move_back_by_default(audited: str) -> None:
+    with session() as s:
+        _revert_racing_audit(s, audited)  # raises Finding if an invariant breaks
+        observed = s.target.observe()
+        assert observed.servers["vm1"] == {"host": "host1", "vm_state": "active", "task_state": None}
+        assert observed.usage["host1"]["vcpus"] == 1 and observed.usage["host2"]["vcpus"] == 0
+
+
 def _delete_after_cross_host_move(s: Session) -> None:
     """A PCI instance migrated to host2, confirmed and deleted with no audit of host2 in between."""
     s.apply([op("create", instance="vm1", flavor="pci", host="host1")])
@@ -328,7 +361,7 @@ def test_the_target_fixes_novas_open_races_by_default() -> None:
 
 def test_open_race_switches_restore_novas_methods() -> None:
     """A switch leaves its fix out, so Nova's own method runs; cleanup restores every method."""
-    from stateful.targets.nova_faults import OPEN_RACE_FIXES, OpenRaceFixes, _nova_method  # before nova: threading
+    from stateful.targets.nova_faults import _KEPT_OPEN, OPEN_RACE_FIXES, OpenRaceFixes, _nova_method  # threading
 
     from nova.compute.resource_tracker import ResourceTracker  # noqa: I100
 
@@ -343,6 +376,7 @@ def test_open_race_switches_restore_novas_methods() -> None:
     evacuated = "delete_allocation_for_evacuated_instance"
     rt_methods = {
         "update_usage", "_drop_move_claim", "_update_usage_from_instances", "_update_usage_from_migration", evacuated,
+        "drop_move_claim_at_dest",
     }
     in_resize_state = "nova.compute.resource_tracker._instance_in_resize_state"
     api_evacuate = "nova.compute.api.API.evacuate"
@@ -369,6 +403,9 @@ def test_open_race_switches_restore_novas_methods() -> None:
     assert methods_kept("nova-open-double-evacuation") == {evacuated, api_evacuate}
     assert methods_kept("nova-open-evacuation-active-early") == {in_resize_state}
     assert methods_kept("nova-open-unscheduled-error-migration") == {"_update_usage_from_migration"}
+    assert methods_kept("nova-open-revert-window") == {"drop_move_claim_at_dest"}
+    with select_faults("nova", ["lp1879878-revert"])[0].fixture():  # it replaces the method the fix wraps
+        assert "nova-open-revert-window" in _KEPT_OPEN
     assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == {
         "update_usage", "_drop_move_claim", "_update_usage_from_instances",
     }
