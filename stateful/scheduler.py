@@ -278,7 +278,7 @@ class GreenletCarrier:
     wall-clock bound on a task that never reaches a checkpoint.
     """
 
-    def __init__(self, step_timeout: float) -> None:
+    def __init__(self) -> None:
         self._control = greenlet.getcurrent()
         self._greenlets: dict[int, greenlet.greenlet] = {}
 
@@ -340,7 +340,7 @@ class Scheduler:
         self.now = 0
         self.trace: list[TraceEvent] = []
         self.tasks: list[Task] = []
-        self._carrier = (GreenletCarrier if greenlets else ThreadCarrier)(step_timeout)
+        self._carrier = GreenletCarrier() if greenlets else ThreadCarrier(step_timeout)
 
     # -- the control loop (caller's thread) ---------------------------------
 
