@@ -680,20 +680,35 @@ def _held_on(allocations: dict[str, Any], providers: set[str]) -> dict[str, Any]
     return {rp: a for rp, a in allocations.get("allocations", {}).items() if rp in providers}
 
 
-def _evacuating_only_from_no_task(evacuate: Callable[..., Any]) -> Callable[..., Any]:
-    """Fix (``nova-open-double-evacuation``) for ``compute.api.API.evacuate``: the missing compare-and-swap.
+def _evacuating_only_an_idle_instance(evacuate: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-double-evacuation``) for ``compute.api.API.evacuate``: one evacuation at a time.
 
     ``check_instance_state`` tests ``task_state is None`` on the instance as
     the request loaded it, and ``evacuate`` then saves
     ``task_state=rebuilding`` with ``expected_task_state=None`` — no check at
     all, where Nova's other actions pass ``[None]``.  Two requests that both
-    loaded the instance idle both start a rebuild.  Fixed: within
-    ``evacuate``, that save expects ``[None]``, so the second request fails
-    with ``UnexpectedTaskStateError``, as a second resize does.
+    loaded the instance idle both start a rebuild.  And the rebuild saves
+    the instance ``active`` with no task before ``finish_evacuation`` moves
+    it off its down host (the window of ``nova-open-evacuation-active-early``):
+    a request in between finds it idle on a down host and starts a second
+    rebuild, whose spawn meets the first one's guest (``InstanceExists``).
+    Fixed: within ``evacuate``, that save expects ``[None]``, so the second
+    of two concurrent requests fails with ``UnexpectedTaskStateError``, as a
+    second resize does; and a request for an instance whose evacuation is
+    still under way is refused (``InstanceInvalidState``, a 409).
     """
 
     @functools.wraps(evacuate)
     def fixed(self, context, instance, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Read from the database only (no delay site): the fix adds no checkpoint.
+        under_way = objects.MigrationList.get_by_filters(
+            context,
+            {"instance_uuid": instance.uuid, "migration_type": "evacuation", "status": list(_EVACUATION_UNDER_WAY)},
+        )
+        if under_way:
+            raise exception.InstanceInvalidState(
+                attr="task_state", instance_uuid=instance.uuid, state="evacuation under way", method="evacuate"
+            )
         save = instance.save
 
         def compare_and_swap(expected_vm_state=None, expected_task_state=None, admin_state_reset=False):  # type: ignore[no-untyped-def]
@@ -815,7 +830,7 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
         ("nova.scheduler.client.report.SchedulerReportClient.move_allocations", _failing_move_of_vanished_source),
     ),
     "nova-open-double-evacuation": (
-        ("nova.compute.api.API.evacuate", _evacuating_only_from_no_task),
+        ("nova.compute.api.API.evacuate", _evacuating_only_an_idle_instance),
         ("delete_allocation_for_evacuated_instance", _sparing_another_evacuations_allocation),
     ),
     "nova-open-unscheduled-error-migration": (("_update_usage_from_migration", _skipping_unscheduled_migrations),),

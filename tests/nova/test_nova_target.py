@@ -627,6 +627,30 @@ def test_of_two_evacuations_loaded_at_once_the_target_accepts_one() -> None:
         assert s.target.observe().servers["vm1"]["host"] == "host2"
 
 
+def _evacuate_again_before_finish_evacuation(s: Session) -> StepResult:
+    """The first evacuation pauses after its rebuild's active save; the second one's request comes in then."""
+    s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+    s.apply([op("host_down", host="host1")])
+    return s.apply(
+        [op("evacuate", instance="vm1", host="host2"), op("evacuate", instance="vm1", host="host2")],
+        FixedDelays({(0, "nova.instance.save:before", 6): 1}),
+    )
+
+
+def test_nova_open_double_evacuation_spawns_the_guest_twice_after_the_active_save() -> None:
+    finding = finding_of(_evacuate_again_before_finish_evacuation, "nova-open-double-evacuation")
+    assert finding.invariant == "no-unexpected-error"
+    assert "InstanceExists" in str(finding)
+
+
+def test_the_target_refuses_to_evacuate_an_instance_whose_evacuation_is_under_way() -> None:
+    with session() as s:
+        outcomes = _evacuate_again_before_finish_evacuation(s).outcomes  # raises Finding if an invariant breaks
+        assert outcomes[0].error is None
+        assert isinstance(outcomes[1].error, s.target.rejections) and "evacuation under way" in str(outcomes[1].error)
+        assert s.target.observe().servers["vm1"]["host"] == "host2"
+
+
 def test_a_rejected_live_migration_leaves_the_other_ones_rollback_armed() -> None:
     """Found by a campaign: the rejected operation disarmed the accepted one's hypervisor failure (a harness bug).
 
