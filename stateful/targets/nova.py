@@ -372,12 +372,17 @@ class NovaTarget:
         migration (without NUMA or PCI) and updates only the source's record
         when it ends: the destination's record catches up at its next
         periodic audit, which this operation runs (in the same task), so
-        that the step ends where a deployment settles.
+        that the step ends where a deployment settles.  It runs whatever
+        became of the accepted migration: an audit that counted it as
+        incoming midway leaves the destination counting it until the next
+        one, even when a delete overtook the migration.
         """
         uuid = self._live_migrate(instance, host)
-        self._check_moved(instance, uuid, "live migration", host)
-        if host not in self.down:
-            self._env.audit(host)
+        try:
+            self._check_moved(instance, uuid, "live migration", host)
+        finally:
+            if host not in self.down:
+                self._env.audit(host)
 
     def _op_live_migrate_rollback(self, instance: str, host: str) -> None:
         """A live migration the hypervisor fails: Nova must roll it back onto the source."""

@@ -669,6 +669,22 @@ def test_a_rejected_live_migration_leaves_the_other_ones_rollback_armed() -> Non
         assert s.target.observe().servers["vm1"]["host"] == "host3"
 
 
+def test_a_live_migration_overtaken_by_a_delete_still_ends_with_the_destinations_audit() -> None:
+    """Found by a campaign (seed 18): the operation skipped its closing audit when the instance was gone.
+
+    The live migration pauses at the source's PCI free; an audit of the
+    destination counts the incoming migration, and a delete ends meanwhile.
+    The destination's periodic audit runs whatever became of the migration.
+    """
+    with session() as s:
+        s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+        s.apply(
+            [op("live_migrate", instance="vm1", host="host2"), op("audit", host="host2"), op("delete", instance="vm1")],
+            FixedDelays({(0, "lock:compute_resources:acquire", 1): 1}),
+        )  # raises Finding if an invariant breaks
+        assert s.target.observe().usage["host2"]["vcpus"] == 0
+
+
 def test_a_down_hosts_pci_devices_wait_for_its_restart() -> None:
     """An instance evacuated from a down host, then deleted, keeps its device there until the host restarts."""
     with session() as s:
