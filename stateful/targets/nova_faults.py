@@ -222,12 +222,15 @@ def _keeping_same_node_instance(drop: Callable[..., Any]) -> Callable[..., Any]:
     The model's ``ResourceTracker._stays_after_drop``.
 
     A same-node revert (``drop_move_claim_at_dest``, ``prefix="new_"``)
-    leaves the old flavor counted while ``instance.flavor`` stays the new one
-    until ``finish_revert_resize`` switches it back, without a word to the
-    tracker; ``update_usage`` subtracts ``instance.flavor`` when the instance
-    is deleted, so a delete in between would take the new flavor off what
-    counts the old one (negative usage: found by ``fuzz --target nova``).  So
-    the fix also notes the flavor still counted, for :func:`_removing_counted_flavor`.
+    leaves the old flavor counted while, in Nova's code, ``instance.flavor``
+    stays the new one until ``finish_revert_resize`` switches it back,
+    without a word to the tracker; ``update_usage`` subtracts
+    ``instance.flavor`` when the instance is deleted, so a delete in between
+    would take the new flavor off what counts the old one (negative usage:
+    found by ``fuzz --target nova``).  So the fix also notes the flavor still
+    counted, for :func:`_removing_counted_flavor`.  (With the
+    ``nova-open-revert-window`` fix the flavor switches back in the drop's
+    own save; the note then names the flavor the instance has.)
     """
 
     @functools.wraps(drop)
@@ -692,30 +695,34 @@ def _evacuating_only_an_idle_instance(evacuate: Callable[..., Any]) -> Callable[
     it off its down host (the window of ``nova-open-evacuation-active-early``):
     a request in between finds it idle on a down host and starts a second
     rebuild, whose spawn meets the first one's guest (``InstanceExists``).
-    Fixed: within ``evacuate``, that save expects ``[None]``, so the second
-    of two concurrent requests fails with ``UnexpectedTaskStateError``, as a
-    second resize does; and a request for an instance whose evacuation is
-    still under way is refused (``InstanceInvalidState``, a 409).
+    Fixed: that save expects ``[None]``, so the second of two requests
+    saving at once fails with ``UnexpectedTaskStateError``, as a second
+    resize does; and a request that finds another evacuation of the instance
+    under way, or the instance moved, is refused (``InstanceInvalidState``, a
+    409).  That is checked before the save and again after it, putting the
+    task back: a ``task_state`` compare-and-swap alone cannot see an
+    evacuation between its active save and ``finish_evacuation``, and once
+    this request's save has succeeded no other evacuation can pass its own.
     """
 
     @functools.wraps(evacuate)
     def fixed(self, context, instance, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # Read from the database only (no delay site): the fix adds no checkpoint.
-        under_way = objects.MigrationList.get_by_filters(
-            context,
-            {"instance_uuid": instance.uuid, "migration_type": "evacuation", "status": list(_EVACUATION_UNDER_WAY)},
-        )
-        if under_way:
-            raise exception.InstanceInvalidState(
-                attr="task_state", instance_uuid=instance.uuid, state="evacuation under way", method="evacuate"
-            )
+        loaded_on = instance.host
+        _refuse_if_evacuated_meanwhile(context, instance, loaded_on)
         save = instance.save
 
         def compare_and_swap(expected_vm_state=None, expected_task_state=None, admin_state_reset=False):  # type: ignore[no-untyped-def]
-            if expected_task_state is None and instance.task_state == task_states.REBUILDING:
-                expected_task_state = [None]
-            return save(expected_vm_state=expected_vm_state, expected_task_state=expected_task_state,
-                        admin_state_reset=admin_state_reset)
+            if not (expected_task_state is None and instance.task_state == task_states.REBUILDING):
+                return save(expected_vm_state=expected_vm_state, expected_task_state=expected_task_state,
+                            admin_state_reset=admin_state_reset)
+            save(expected_vm_state=expected_vm_state, expected_task_state=[None], admin_state_reset=admin_state_reset)
+            try:
+                _refuse_if_evacuated_meanwhile(context, instance, loaded_on)
+            except exception.InstanceInvalidState:
+                instance.task_state = None
+                save(expected_task_state=[task_states.REBUILDING])
+                raise
+            return None
 
         instance.save = compare_and_swap
         try:
@@ -724,6 +731,24 @@ def _evacuating_only_an_idle_instance(evacuate: Callable[..., Any]) -> Callable[
             del instance.save
 
     return fixed
+
+
+def _refuse_if_evacuated_meanwhile(context: Any, instance: Any, loaded_on: str) -> None:
+    """``InstanceInvalidState`` if an evacuation of ``instance`` is under way, or it left ``loaded_on``.
+
+    Reads the database only (no delay site), so the check adds no checkpoint.
+    """
+    under_way = objects.MigrationList.get_by_filters(
+        context,
+        {"instance_uuid": instance.uuid, "migration_type": "evacuation", "status": list(_EVACUATION_UNDER_WAY)},
+    )
+    state = "evacuation under way" if under_way else None
+    if state is None and objects.Instance.get_by_uuid(context, instance.uuid).host != loaded_on:
+        state = "evacuated meanwhile"
+    if state is not None:
+        raise exception.InstanceInvalidState(
+            attr="task_state", instance_uuid=instance.uuid, state=state, method="evacuate"
+        )
 
 
 def _sparing_another_evacuations_allocation(delete: Callable[..., Any]) -> Callable[..., Any]:

@@ -651,6 +651,27 @@ def test_the_target_refuses_to_evacuate_an_instance_whose_evacuation_is_under_wa
         assert s.target.observe().servers["vm1"]["host"] == "host2"
 
 
+def test_a_request_that_passed_the_check_before_another_evacuation_went_under_way_is_refused() -> None:
+    """The second request checks, then pauses before its save while the first evacuation reaches its active save.
+
+    The compare-and-swap alone passes (task_state is None again); the check
+    after the save sees the first evacuation under way, puts the task back
+    and refuses.
+    """
+    with session(hosts=3) as s:
+        s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+        s.apply([op("host_down", host="host1")])
+        outcomes = s.apply(
+            [op("evacuate", instance="vm1", host="host2"), op("evacuate", instance="vm1", host="host3")],
+            FixedDelays({(0, "nova.instance.save:before", 0): 3, (1, "nova.instance.save:before", 0): 200}),
+        ).outcomes  # raises Finding if an invariant breaks
+        refused = [o for o in outcomes if o.error is not None]
+        assert len(refused) == 1 and isinstance(refused[0].error, s.target.rejections)
+        assert "evacuat" in str(refused[0].error)
+        server = s.target.observe().servers["vm1"]
+        assert (server["host"], server["task_state"]) == ("host2", None)
+
+
 def test_a_rejected_live_migration_leaves_the_other_ones_rollback_armed() -> None:
     """Found by a campaign: the rejected operation disarmed the accepted one's hypervisor failure (a harness bug).
 
