@@ -612,29 +612,32 @@ def test_the_target_skips_a_migration_that_never_had_a_destination() -> None:
         assert s.target.observe().usage["host2"]["vcpus"] == 2
 
 
+def _evacuate_twice(s: Session, destinations: tuple[str, str], schedule: dict[tuple[int, str, int], int]) -> StepResult:
+    """vm1 created on host1, host1 down, then two evacuations of vm1 at once."""
+    s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+    s.apply([op("host_down", host="host1")])
+    return s.apply([op("evacuate", instance="vm1", host=host) for host in destinations], FixedDelays(schedule))
+
+
+def the_one_refusal(s: Session, result: StepResult) -> str:
+    """The error of the one operation of ``result`` that Nova refused (there must be exactly one)."""
+    refused = [outcome.error for outcome in result.outcomes if outcome.error is not None]
+    assert len(refused) == 1 and isinstance(refused[0], s.target.rejections)
+    return str(refused[0])
+
+
 def test_of_two_evacuations_loaded_at_once_the_target_accepts_one() -> None:
     """The first pauses before its API save; the second loads the idle instance, saves first and pauses."""
     with session() as s:
-        s.apply([op("create", instance="vm1", flavor="small", host="host1")])
-        s.apply([op("host_down", host="host1")])
-        outcomes = s.apply(
-            [op("evacuate", instance="vm1", host="host2"), op("evacuate", instance="vm1", host="host2")],
-            FixedDelays({(0, "nova.instance.save:before", 0): 1, (1, "nova.instance.save:after", 0): 5}),
-        ).outcomes  # raises Finding if an invariant breaks
-        refused = [o for o in outcomes if o.error is not None]
-        assert len(refused) == 1 and isinstance(refused[0].error, s.target.rejections)
-        assert "UnexpectedTaskStateError" in str(refused[0].error)
+        schedule = {(0, "nova.instance.save:before", 0): 1, (1, "nova.instance.save:after", 0): 5}
+        result = _evacuate_twice(s, ("host2", "host2"), schedule)  # raises Finding if an invariant breaks
+        assert "UnexpectedTaskStateError" in the_one_refusal(s, result)
         assert s.target.observe().servers["vm1"]["host"] == "host2"
 
 
 def _evacuate_again_before_finish_evacuation(s: Session) -> StepResult:
     """The first evacuation pauses after its rebuild's active save; the second one's request comes in then."""
-    s.apply([op("create", instance="vm1", flavor="small", host="host1")])
-    s.apply([op("host_down", host="host1")])
-    return s.apply(
-        [op("evacuate", instance="vm1", host="host2"), op("evacuate", instance="vm1", host="host2")],
-        FixedDelays({(0, "nova.instance.save:before", 6): 1}),
-    )
+    return _evacuate_twice(s, ("host2", "host2"), {(0, "nova.instance.save:before", 6): 1})
 
 
 def test_nova_open_double_evacuation_spawns_the_guest_twice_after_the_active_save() -> None:
@@ -645,29 +648,30 @@ def test_nova_open_double_evacuation_spawns_the_guest_twice_after_the_active_sav
 
 def test_the_target_refuses_to_evacuate_an_instance_whose_evacuation_is_under_way() -> None:
     with session() as s:
-        outcomes = _evacuate_again_before_finish_evacuation(s).outcomes  # raises Finding if an invariant breaks
-        assert outcomes[0].error is None
-        assert isinstance(outcomes[1].error, s.target.rejections) and "evacuation under way" in str(outcomes[1].error)
+        result = _evacuate_again_before_finish_evacuation(s)  # raises Finding if an invariant breaks
+        assert result.outcomes[0].error is None and "evacuation under way" in the_one_refusal(s, result)
         assert s.target.observe().servers["vm1"]["host"] == "host2"
 
 
-def test_a_request_that_passed_the_check_before_another_evacuation_went_under_way_is_refused() -> None:
-    """The second request checks, then pauses before its save while the first evacuation reaches its active save.
+@pytest.mark.parametrize(
+    "first_pauses, refusal",
+    [
+        ({(0, "nova.instance.save:before", 6): 50}, "evacuation under way"),  # after its rebuild's active save
+        ({}, "evacuated meanwhile"),  # the first one ends
+    ],
+)
+def test_a_request_that_checked_before_another_evacuation_saved_is_refused_after_its_own_save(
+    first_pauses: dict[tuple[int, str, int], int], refusal: str
+) -> None:
+    """The second request checks, then pauses before its save until the first evacuation's task is None again.
 
-    The compare-and-swap alone passes (task_state is None again); the check
-    after the save sees the first evacuation under way, puts the task back
-    and refuses.
+    The compare-and-swap alone passes; the check after the save sees the
+    first evacuation, puts the task back and refuses.
     """
     with session(hosts=3) as s:
-        s.apply([op("create", instance="vm1", flavor="small", host="host1")])
-        s.apply([op("host_down", host="host1")])
-        outcomes = s.apply(
-            [op("evacuate", instance="vm1", host="host2"), op("evacuate", instance="vm1", host="host3")],
-            FixedDelays({(0, "nova.instance.save:before", 0): 3, (1, "nova.instance.save:before", 0): 200}),
-        ).outcomes  # raises Finding if an invariant breaks
-        refused = [o for o in outcomes if o.error is not None]
-        assert len(refused) == 1 and isinstance(refused[0].error, s.target.rejections)
-        assert "evacuat" in str(refused[0].error)
+        schedule = {(0, "nova.instance.save:before", 0): 3, (1, "nova.instance.save:before", 0): 10, **first_pauses}
+        result = _evacuate_twice(s, ("host2", "host3"), schedule)  # raises Finding if an invariant breaks
+        assert refusal in the_one_refusal(s, result)
         server = s.target.observe().servers["vm1"]
         assert (server["host"], server["task_state"]) == ("host2", None)
 
