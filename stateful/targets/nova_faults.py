@@ -832,6 +832,47 @@ def _reverting_with_the_move_back(drop_at_dest: Callable[..., Any]) -> Callable[
     return fixed
 
 
+def _telling_the_destination_after_rollback(rollback: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-live-migration-rollback-window``) for ``ComputeManager._rollback_live_migration``.
+
+    An audit of a live migration's destination counts the incoming
+    migration while the instance is live-migrating.  ``_rollback_live_migration``
+    asks the destination to drop its claim only after a NUMA-aware live
+    migration, and before it clears the instance's task state: on every
+    other live migration the destination is never told, and after a NUMA
+    one an audit between the drop and the task state's save counts the
+    migration again.  Either way the destination counts an instance that
+    stayed on the source, until its next audit.  Fixed as on the model: once
+    the rollback has cleared the task state and failed the migration, the
+    source asks the destination to drop what it still tracks for the
+    instance (see :func:`_dropping_only_what_is_tracked`).
+    """
+
+    @functools.wraps(rollback)
+    def fixed(self, context, instance, dest, *args, **kwargs):  # type: ignore[no-untyped-def]
+        rollback(self, context, instance, dest, *args, **kwargs)
+        self.compute_rpcapi.drop_move_claim_at_destination(context, instance, dest)
+
+    return fixed
+
+
+def _dropping_only_what_is_tracked(drop_at_destination: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-live-migration-rollback-window``) for ``ComputeManager.drop_move_claim_at_destination``.
+
+    Nova's names the instance's flavor, and ``_drop_move_claim`` subtracts a
+    named flavor whether or not the tracker tracks the migration; the call
+    the fix above adds, for a migration the destination may never have
+    counted, must subtract only what is tracked: no flavor named, so the
+    tracker takes it from the tracked migration, or drops nothing.
+    """
+
+    @functools.wraps(drop_at_destination)
+    def fixed(self, context, instance):  # type: ignore[no-untyped-def]
+        self.rt.drop_move_claim(context, instance, self._get_nodename(instance))
+
+    return fixed
+
+
 #: ``nova-open-*`` switch -> (method, the fix that wraps it).  A bare name is a
 #: ``ResourceTracker`` method (a locked one's fix wraps its unlocked body and
 #: runs under the lock, like the method itself); a dotted name is another of
@@ -866,6 +907,10 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
         ("nova.scheduler.client.report.SchedulerReportClient.move_allocations", _keeping_evacuation_residue),
     ),
     "nova-open-revert-window": (("drop_move_claim_at_dest", _reverting_with_the_move_back),),
+    "nova-open-live-migration-rollback-window": (
+        ("nova.compute.manager.ComputeManager._rollback_live_migration", _telling_the_destination_after_rollback),
+        ("nova.compute.manager.ComputeManager.drop_move_claim_at_destination", _dropping_only_what_is_tracked),
+    ),
 }
 
 
@@ -1027,6 +1072,13 @@ FAULTS: list[Fault] = [
         "until finish_revert_resize moves it back, outside any lock (nova/compute/resource_tracker.py, manager.py)",
         "audits between the revert's claim drop and finish_revert_resize: the source forgets the instance, the "
         "destination keeps counting it",
+        breaks=("usage-matches-oracle",),
+    ),
+    _nova_open(
+        "nova-open-live-migration-rollback-window",
+        "_rollback_live_migration tells the destination nothing unless the live migration was NUMA-aware, and "
+        "then before it clears the task state (nova/compute/manager.py)",
+        "an audit of the destination during a live migration that is rolled back leaves it counting the instance",
         breaks=("usage-matches-oracle",),
     ),
 ]

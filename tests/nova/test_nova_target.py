@@ -380,7 +380,11 @@ def test_open_race_switches_restore_novas_methods() -> None:
     }
     in_resize_state = "nova.compute.resource_tracker._instance_in_resize_state"
     api_evacuate = "nova.compute.api.API.evacuate"
-    assert patched == rt_methods | {move_allocations, in_resize_state, api_evacuate} | mid_move
+    rollback = {
+        "nova.compute.manager.ComputeManager._rollback_live_migration",
+        "nova.compute.manager.ComputeManager.drop_move_claim_at_destination",
+    }
+    assert patched == rt_methods | {move_allocations, in_resize_state, api_evacuate} | mid_move | rollback
     nova = {method: _nova_method(method) for method in patched}
     assert nova["update_usage"] is ResourceTracker.update_usage
 
@@ -404,6 +408,7 @@ def test_open_race_switches_restore_novas_methods() -> None:
     assert methods_kept("nova-open-evacuation-active-early") == {in_resize_state}
     assert methods_kept("nova-open-unscheduled-error-migration") == {"_update_usage_from_migration"}
     assert methods_kept("nova-open-revert-window") == {"drop_move_claim_at_dest"}
+    assert methods_kept("nova-open-live-migration-rollback-window") == rollback
     with select_faults("nova", ["lp1879878-revert"])[0].fixture():  # it replaces the method the fix wraps
         assert "nova-open-revert-window" in _KEPT_OPEN
     assert methods_kept("nova-open-delete-after-move", "nova-open-delete-pci-leak") == {
@@ -707,6 +712,27 @@ def test_a_live_migration_overtaken_by_a_delete_still_ends_with_the_destinations
             [op("live_migrate", instance="vm1", host="host2"), op("audit", host="host2"), op("delete", instance="vm1")],
             FixedDelays({(0, "lock:compute_resources:acquire", 1): 1}),
         )  # raises Finding if an invariant breaks
+        assert s.target.observe().usage["host2"]["vcpus"] == 0
+
+
+def _live_migration_rolled_back_racing_audit(s: Session) -> None:
+    """The rollback pauses just before it drops the migration context; the destination's audit runs then."""
+    s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+    s.apply(
+        [op("live_migrate_rollback", instance="vm1", host="host2"), op("audit", host="host2")],
+        FixedDelays({(0, "nova.instance.drop_migration_context:before", 0): 1}),
+    )
+
+
+def test_nova_open_live_migration_rollback_window_leaves_the_destination_counting_the_instance() -> None:
+    finding = finding_of(_live_migration_rolled_back_racing_audit, "nova-open-live-migration-rollback-window")
+    assert finding.invariant == "usage-matches-oracle"
+    assert "host2 vcpus: tracked 1, but the database's instances and migrations imply 0" in str(finding)
+
+
+def test_the_target_tells_the_destination_after_a_rollback_by_default() -> None:
+    with session() as s:
+        _live_migration_rolled_back_racing_audit(s)  # raises Finding if an invariant breaks
         assert s.target.observe().usage["host2"]["vcpus"] == 0
 
 
