@@ -303,8 +303,10 @@ def test_nova_open_delete_mid_move_leaves_the_source_allocation_to_the_deleted_i
 
 def _delete_racing_revert(s: Session, host: str) -> None:
     """vm2 resized small -> medium onto ``host``, then reverted; the revert pauses after
-    drop_move_claim_at_dest released the lock while a delete runs to the end, so
-    finish_revert_resize then fails on the deleted instance before it reverts the allocation."""
+    drop_move_claim_at_dest released its first lock (with the revert-window fix, the
+    destination's, across hosts: the delete then waits for the source's, released next)
+    and the delete gets in, so finish_revert_resize then fails on the deleted instance
+    before it reverts the allocation."""
     s.apply([op("create", instance="vm2", flavor="small", host="host1")])
     s.apply([op("resize", instance="vm2", flavor="medium", host=host)])
     s.apply(
