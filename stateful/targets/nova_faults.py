@@ -683,6 +683,16 @@ def _held_on(allocations: dict[str, Any], providers: set[str]) -> dict[str, Any]
     return {rp: a for rp, a in allocations.get("allocations", {}).items() if rp in providers}
 
 
+@contextlib.contextmanager
+def _saving_through(instance: Any, save: Callable[..., Any]) -> Iterator[None]:
+    """``instance.save`` is ``save`` (which wraps the object's own) for this one object, inside only."""
+    instance.save = save
+    try:
+        yield
+    finally:
+        del instance.save
+
+
 def _evacuating_only_an_idle_instance(evacuate: Callable[..., Any]) -> Callable[..., Any]:
     """Fix (``nova-open-double-evacuation``) for ``compute.api.API.evacuate``: one evacuation at a time.
 
@@ -724,11 +734,8 @@ def _evacuating_only_an_idle_instance(evacuate: Callable[..., Any]) -> Callable[
                 raise
             return None
 
-        instance.save = compare_and_swap
-        try:
+        with _saving_through(instance, compare_and_swap):
             return evacuate(self, context, instance, *args, **kwargs)
-        finally:
-            del instance.save
 
     return fixed
 
@@ -822,12 +829,9 @@ def _reverting_with_the_move_back(drop_at_dest: Callable[..., Any]) -> Callable[
             return save(expected_vm_state=expected_vm_state, expected_task_state=expected_task_state,
                         admin_state_reset=admin_state_reset)
 
-        instance.save = save_moved_back
-        try:
+        with _saving_through(instance, save_moved_back):
             with _compute_resources_locks(self.host, migration.source_compute):
                 return drop_at_dest(self, context, instance, migration)
-        finally:
-            del instance.save
 
     return fixed
 
