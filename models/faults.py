@@ -180,6 +180,23 @@ def _never_stale(self: ResourceTracker, instance: Instance, migration: Migration
     return False
 
 
+def _leaves_the_migration_running(self: ResourceTracker, migration: Migration) -> None:
+    """Stale migrations came from rollbacks that end the live migration at the destination
+    without ending its record ..."""
+
+
+def _marking_failed_afterwards(rollback: Callable[..., None]) -> Callable[..., None]:
+    """... which the source marks failed last, once another move may have started (as Nova 34 still does)."""
+
+    def rollback_then_mark_failed(
+        self: ComputeManager, instance: Instance, dest: ComputeManager, migration: Migration
+    ) -> None:
+        rollback(self, instance, dest, migration)
+        self._set_migration_status(migration, "failed")
+
+    return rollback_then_mark_failed
+
+
 # -- lp1707071 -------------------------------------------------------------------
 
 
@@ -277,8 +294,8 @@ def _frees_claims_only(self: ResourceTracker, instance: Instance) -> None:
     """Nova: a live-migration rollback frees the destination's PCI claims, not allocations."""
 
 
-def _drop_move_claim_at_destination_as_nova(self: ComputeManager, instance: Instance) -> None:
-    """Nova: the destination only drops its claim ..."""
+def _drop_move_claim_at_destination_as_nova(self: ComputeManager, instance: Instance, migration: Migration) -> None:
+    """Nova: the destination only drops its claim (Nova's RPC names no migration) ..."""
     self.rt.drop_move_claim(instance, self.nodename, flavor=instance.flavor)
 
 
@@ -288,7 +305,7 @@ def _rollback_live_migration_as_nova(
     """... and the source ends the live migration afterwards."""
     self._revert_allocation(instance, migration)
     dest.rollback_live_migration_at_destination(instance)
-    dest.drop_move_claim_at_destination(instance)
+    dest.drop_move_claim_at_destination(instance, migration)
     instance.task_state = None
     instance.drop_migration_context()
     instance.save(expected_task_state=[MIGRATING])
@@ -392,8 +409,11 @@ FAULTS: list[Fault] = [
     ),
     _lp(
         "lp1600304",
-        "the audit counts a stale in-progress migration the instance's migration context doesn't name",
+        "the audit counts a stale in-progress migration the instance's migration context doesn't name "
+        "(a live-migration rollback marks its migration failed last, leaving such migrations)",
         _replacing(RT + "_skip_stale_migration", _never_stale),
+        _replacing(RT + "_fail_live_migration", _leaves_the_migration_running),
+        _wrapping(MANAGER + "_rollback_live_migration", _marking_failed_afterwards),
         breaks=("usage-matches-oracle",),
     ),
     _lp(

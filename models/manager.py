@@ -377,15 +377,16 @@ class ComputeManager:
         self, instance: Instance, dest: ComputeManager, migration: Migration
     ) -> None:
         """Model fix (Nova open, ``nova-open-live-migration-rollback-window``): the destination
-        drops its claim and ends the live migration (task state cleared, context dropped)
-        in one critical section.  Nova drops the claim first and the source ends the
-        migration afterwards: a destination audit in between still sees the instance live
-        migrating there and counts it again, until the next audit."""
+        drops its claim and ends the live migration (status ``failed``, task state cleared,
+        context dropped) in one critical section.  Nova drops the claim first, the source
+        clears the task state afterwards and marks the migration failed last: a destination
+        audit after the drop still sees the instance live migrating there and counts it
+        again; one after the task state is cleared counts the still-``running`` migration
+        as soon as another move of the instance (a second live migration, a resize) has
+        set a task state of its own.  Either lasts until the next audit."""
         self._revert_allocation(instance, migration)
         dest.rollback_live_migration_at_destination(instance)
-        dest.drop_move_claim_at_destination(instance)
-        # Last: the audit keeps counting the destination until the migration ends.
-        self._set_migration_status(migration, "failed")
+        dest.drop_move_claim_at_destination(instance, migration)
 
     @endpoint
     def rollback_live_migration_at_destination(self, instance: Instance) -> None:
@@ -393,8 +394,8 @@ class ComputeManager:
         self.rt.free_pci_device_claims_for_instance(instance)
 
     @endpoint
-    def drop_move_claim_at_destination(self, instance: Instance) -> None:
-        self.rt.drop_live_migration_claim(instance, self.nodename)
+    def drop_move_claim_at_destination(self, instance: Instance, migration: Migration) -> None:
+        self.rt.drop_live_migration_claim(instance, self.nodename, migration)
 
     def _set_migration_status(self, migration: Migration, status: str) -> None:
         migration.status = status

@@ -257,13 +257,22 @@ class ResourceTracker:
         self._drop_move_claim(instance, nodename, flavor, prefix="new_")
 
     @synchronized
-    def drop_live_migration_claim(self, instance: Instance, nodename: str) -> None:
+    def drop_live_migration_claim(self, instance: Instance, nodename: str, migration: Migration) -> None:
         """Live-migration rollback: drop the claim and, in the same critical section, end the
-        migration for the instance (see ComputeManager._rollback_live_migration)."""
+        migration (see ComputeManager._rollback_live_migration)."""
         self._drop_move_claim(instance, nodename, instance.flavor, prefix="new_")
+        self._fail_live_migration(migration)
         instance.task_state = None
         instance.drop_migration_context()
         instance.save(expected_task_state=[MIGRATING])
+
+    def _fail_live_migration(self, migration: Migration) -> None:
+        """Model fix (Nova open, ``nova-open-live-migration-rollback-window``; see
+        ComputeManager._rollback_live_migration): the migration is marked failed before
+        the task state is cleared, so no other move of the instance can start while it
+        still looks in progress."""
+        migration.status = "failed"
+        migration.save()
 
     def _drop_move_claim(
         self, instance: Instance, nodename: str, flavor: Flavor | None = None, prefix: str = "new_"

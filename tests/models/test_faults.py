@@ -191,21 +191,26 @@ def test_lp1095403_audit_subtracts_a_deleted_instance(on):
 @pytest.mark.parametrize("on", [True, False])
 def test_lp1600304_stale_migration_double_counts(on):
     """A live migration to host3 rolls back, but before it marks its migration failed the
-    instance is resized to host2; host3's audit then meets the stale migration."""
+    instance is resized to host2; host3's audit then meets the stale migration.
+
+    Nova's rollback marks the migration failed last, after the task state is cleared
+    (the model's fix does it before: see nova-open-live-migration-rollback-window, whose
+    switch is on here so that the resize can start)."""
     c = cloud()
     uuid = c.create("medium", "host1")
-    result = run_switched(
-        "lp1600304",
-        on,
-        [
-            ("live migration", lambda: c.live_migrate(uuid, "host3", fail=True)),
-            ("resize", lambda: c.resize(uuid, "large", "host2")),
-            audit(c, "host3"),
-        ],
-        # the migration's saves: the claim's, the conductor's, queued, preparing,
-        # running, then (delayed) the rollback's last step, failed
-        {(0, "db.migration.save", 5): 10},
-    )
+    with switched("nova-open-live-migration-rollback-window", True):
+        result = run_switched(
+            "lp1600304",
+            on,
+            [
+                ("live migration", lambda: c.live_migrate(uuid, "host3", fail=True)),
+                ("resize", lambda: c.resize(uuid, "large", "host2")),
+                audit(c, "host3"),
+            ],
+            # the migration's saves: the claim's, the conductor's, queued, preparing,
+            # running, then (delayed) the rollback's last step, failed
+            {(0, "db.migration.save", 5): 10},
+        )
     assert errors(result) == [None, None, None]
     live_migration = list(c.db.migrations_of(uuid))[0]
     assert live_migration.status == "failed"

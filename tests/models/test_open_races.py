@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from models import oracle
-from models.errors import CPUPinningInvalid
+from models.errors import CPUPinningInvalid, InstanceInvalidState
 from models.service import Cloud
 from models.topology import small_topology
 from tests.models.helpers import (
@@ -230,6 +230,35 @@ def test_live_migration_rollback_window_counts_the_instance_again(on):
     )
     assert errors(result) == [None, None]
     assert used(c, "host2") == (reserved_plus(MEDIUM) if on else reserved_plus())
+    assert_broken_if(on, c, "usage-matches-oracle")
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_live_migration_rollback_window_counts_the_running_migration_once_another_move_starts(on):
+    """Nova marks a rolled-back live migration failed last, after the task state is
+    cleared: a second live migration can start in between, and a destination audit then
+    sees the instance live migrating again and counts the first, still running, migration.
+    The fix marks it failed in the destination's critical section that ends it."""
+    c = cloud()
+    uuid = c.create("small", "host1")
+    result = run_switched(
+        "nova-open-live-migration-rollback-window",
+        on,
+        [
+            ("live migration", lambda: c.live_migrate(uuid, "host2", fail=True)),
+            ("second live migration", lambda: c.live_migrate(uuid, "host3", fail=True)),
+            audit(c, "host2"),
+        ],
+        # the first pauses at its last migration save (Nova: after the task state is
+        # cleared; the fix: inside the destination's lock), the second once it has set
+        # its own task state and claimed on host3
+        {(0, "db.migration.save", 5): 1, (1, "db.instance.save", 1): 1},
+    )
+    first, second, audit_error = errors(result)
+    assert first is None and audit_error is None
+    # with the fix the first still holds its task state there: the second is refused
+    assert second is None if on else isinstance(second, InstanceInvalidState)
+    assert used(c, "host2") == (reserved_plus(SMALL) if on else reserved_plus())
     assert_broken_if(on, c, "usage-matches-oracle")
 
 
