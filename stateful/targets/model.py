@@ -9,7 +9,7 @@ from models import oracle
 from models.errors import InstanceNotFound, Rejected
 from models.service import Cloud
 from models.topology import Topology
-from stateful.errors import HarnessError
+from stateful.lengths import operation_lengths
 from stateful.target import Observation, Op
 
 
@@ -22,7 +22,7 @@ class ModelTarget:
     tasks_as_greenlets = True  # pure Python that waits only on the scheduler's locks
 
     #: About how many checkpoints each operation reaches, for the schedule
-    #: strategy (:data:`CHECKPOINT_HINTS`, set below once the class exists).
+    #: strategy (:data:`CHECKPOINT_HINTS`, measured below once the class exists).
     checkpoint_hints: Mapping[str, int] = {}
 
     def __init__(self) -> None:
@@ -110,48 +110,6 @@ class ModelTarget:
         return {"instance": f"{name}", "migration": f"migration of {name}"}.get(kind, consumer)
 
 
-#: Operations in an order that makes each one legal, on an instance with a PCI
-#: device, then dedicated CPUs (their claims and frees pass more checkpoints
-#: than a plain instance's).
-_CALIBRATION = (
-    ("create", {"instance": "vm1", "flavor": "pci", "host": "host1"}),
-    ("create", {"instance": "vm2", "flavor": "small", "host": "host2"}),
-    ("resize", {"instance": "vm1", "flavor": "pinned", "host": "host2"}),
-    ("confirm", {"instance": "vm1"}),
-    ("migrate", {"instance": "vm1", "host": "host1"}),
-    ("revert", {"instance": "vm1"}),
-    ("live_migrate", {"instance": "vm1", "host": "host1"}),
-    ("live_migrate_rollback", {"instance": "vm1", "host": "host2"}),
-    ("audit", {"host": "host1"}),
-    ("host_down", {"host": "host1"}),
-    ("evacuate", {"instance": "vm1", "host": "host2"}),
-    ("host_up", {"host": "host1"}),
-    ("delete", {"instance": "vm1"}),
-)
-
-
-def operation_lengths() -> dict[str, int]:
-    """How many checkpoints each operation reaches, counted by running each once.
-
-    Measured rather than written down, so it follows the model as it changes;
-    the model is deterministic, so this is the same in every process.
-    """
-    from stateful.session import Session
-    from stateful.strategies import FixedDelays
-    from stateful.topology import example_topology
-
-    lengths: dict[str, int] = {}
-    with Session(ModelTarget(), example_topology()) as session:
-        for name, args in _CALIBRATION:
-            result = session.apply([Op(name, args)], FixedDelays())
-            if result.outcomes[0].error is not None:
-                raise HarnessError(f"calibrating the model: {name} failed: {result.outcomes[0].error}")
-            lengths[name] = sum(1 for event in result.trace if event.kind == "reach")
-    return lengths
-
-
-#: Measured once, at import: before any session has switched a fault on (a
-#: fault changes the code paths, and the lengths must not depend on which
-#: example ran first in a process).
-CHECKPOINT_HINTS = operation_lengths()
+#: Measured once, at import: before any session has switched a fault on.
+CHECKPOINT_HINTS = operation_lengths(ModelTarget)
 ModelTarget.checkpoint_hints = CHECKPOINT_HINTS

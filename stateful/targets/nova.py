@@ -37,6 +37,7 @@ from nova.compute import vm_states  # noqa: E402
 from nova.compute import task_states  # noqa: E402
 from nova.tests.functional.api import client as api_client  # noqa: E402
 
+from stateful.lengths import operation_lengths  # noqa: E402
 from stateful.scheduler import current_task  # noqa: E402
 from stateful.sites import DelaySites, register_site  # noqa: E402
 from stateful.target import Observation, Op  # noqa: E402
@@ -179,6 +180,22 @@ class NovaTarget:
     name = "nova"
     rejections: tuple[type[BaseException], ...] = (NovaRejected,)
     observes_from_any_thread = False  # its counters come from a sqlite connection of the test thread
+    #: About how many checkpoints each operation reaches, for the schedule
+    #: strategy; measured by :meth:`calibrated`, once per process.
+    checkpoint_hints: Mapping[str, int] = {}
+
+    @classmethod
+    def calibrated(cls) -> NovaTarget:
+        """A new target, its operations' lengths measured first if not yet in this process.
+
+        The measure runs each operation once in a Nova of its own (a quarter of a
+        minute or so), before the session that will use this target has set up
+        anything, so with no fault on.  The resize is to a plain flavor: the
+        fake driver has no dedicated CPUs.
+        """
+        if not cls.checkpoint_hints:
+            cls.checkpoint_hints = operation_lengths(cls, resize_to="medium")
+        return cls()
 
     def __init__(self) -> None:
         self.env: NovaEnv | None = None

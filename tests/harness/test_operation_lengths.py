@@ -8,14 +8,15 @@ from hypothesis import strategies as st
 from stateful.session import Session
 from stateful.strategies import GAP_SCALES, VirtualDelays
 from stateful.target import OPERATIONS, Op
-from stateful.targets.model import CHECKPOINT_HINTS, ModelTarget, operation_lengths
+from stateful.lengths import operation_lengths
+from stateful.targets.model import CHECKPOINT_HINTS, ModelTarget
 from stateful.topology import example_topology
 
 
 def test_every_operation_has_its_measured_length() -> None:
     assert set(CHECKPOINT_HINTS) == set(OPERATIONS)
     assert all(CHECKPOINT_HINTS[name] > 0 for name in OPERATIONS if name != "host_down")
-    assert CHECKPOINT_HINTS == operation_lengths()  # measured again: the same
+    assert CHECKPOINT_HINTS == operation_lengths(ModelTarget)  # measured again: the same
     assert CHECKPOINT_HINTS["live_migrate"] > max(GAP_SCALES[:2])  # deeper than the short scales reach
 
 

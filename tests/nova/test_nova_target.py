@@ -811,3 +811,13 @@ def test_nova_logs_stay_off_stdout() -> None:
 
     streams = [getattr(h, "stream", None) for h in logging.getLogger().handlers]
     assert sys.stdout not in streams and sys.__stdout__ not in streams
+
+
+def test_the_target_measures_how_long_its_operations_are() -> None:
+    """The default schedule spreads its pauses over whole operations once it knows their lengths."""
+    from stateful.target import OPERATIONS
+
+    hints = target_factory("nova")().checkpoint_hints
+    assert set(hints) == set(OPERATIONS)
+    # an evacuation is deep: a pause in finish_evacuation (bug 1896463) must be reachable
+    assert hints["evacuate"] > hints["audit"] > 0
