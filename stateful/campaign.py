@@ -5,7 +5,11 @@ Hypothesis run with its own seed (derived from ``--seed``, the worker's
 number and the chunk's number), until the example or wall-clock budget is
 spent or a finding is made.  Chunks make a seeded campaign repeatable; a spent
 budget or a stop request ends a chunk as its next example would begin
-(:class:`~stateful.errors.StopRequested`), never mid-example or mid-shrink.
+(:class:`~stateful.errors.StopRequested`), never mid-example.  A failure
+being shrunk is shrunk to the end, unless the stop came from a signal
+(SIGTERM, or Ctrl-C with several workers): then the shrink ends at its next
+test case (:class:`ShrinkDeadline`) and the smallest failure so far is
+written, so that whoever sent the signal need not wait out the shrink budget.
 
 Workers are separate processes sharing one Hypothesis example database (a
 directory, or Redis for many machines), so a failure one worker found and
@@ -170,6 +174,27 @@ def check_regression_dir(directory: str) -> None:
         raise UsageError(f"--regressions {directory}: not writable: {error.strerror or error}") from error
 
 
+class ShrinkDeadline:
+    """Hypothesis's shrinking budget, brought forward by a stop request.
+
+    Hypothesis bounds shrinking by one engine constant, ``MAX_SHRINKING_SECONDS``:
+    it adds it to ``time.perf_counter()`` as shrinking starts and compares the
+    sum with the clock after each test case.  Patched in as that constant, this
+    adds up to a deadline that has passed as soon as ``hurry()`` is true.
+    """
+
+    def __init__(self, seconds: float, hurry: Callable[[], bool], at: float | None = None) -> None:
+        self.seconds = seconds
+        self.hurry = hurry
+        self.at = at
+
+    def __radd__(self, now: float) -> ShrinkDeadline:
+        return ShrinkDeadline(self.seconds, self.hurry, now + self.seconds)
+
+    def __lt__(self, now: float) -> bool:
+        return self.hurry() or (self.at is not None and self.at < now)
+
+
 def validate(options: CampaignOptions) -> None:
     """Every check that can fail on bad input, before any work starts."""
     target_factory(options.target)
@@ -192,13 +217,20 @@ def validate(options: CampaignOptions) -> None:
 
 
 class Worker:
-    """Runs chunks of examples in this process and reports through ``emit``."""
+    """Runs chunks of examples in this process and reports through ``emit``.
 
-    def __init__(self, options: CampaignOptions, index: int, emit: Callable[[str, Any], None], stop: Any) -> None:
+    ``stop`` ends the run between examples; ``hurry`` (set by signals, with
+    ``stop``) also cuts a shrink short.  Both are events (``is_set()``).
+    """
+
+    def __init__(
+        self, options: CampaignOptions, index: int, emit: Callable[[str, Any], None], stop: Any, hurry: Any = None
+    ) -> None:
         self.options = options
         self.index = index
         self.emit = emit
         self.stop = stop
+        self.hurry = hurry if hurry is not None else threading.Event()
         self.started = time.monotonic()
         self.examples = 0
         self.steps = 0
@@ -263,7 +295,8 @@ class Worker:
         database = open_database(options.db)
         # Hypothesis has no setting for this bound, only an engine constant.
         shrink_bound = fixtures.MonkeyPatch(
-            "hypothesis.internal.conjecture.engine.MAX_SHRINKING_SECONDS", options.shrink_seconds
+            "hypothesis.internal.conjecture.engine.MAX_SHRINKING_SECONDS",
+            ShrinkDeadline(options.shrink_seconds, self.hurry.is_set),
         )
         with shrink_bound:
             self._run_chunks(machine, database)
@@ -304,10 +337,13 @@ class Worker:
         if recording is None:
             self.emit("harness_error", f"worker {self.index}: a finding without a recording: {finding}")
             return
+        hurried = self.hurry.is_set()
         recording, finding = minimize(
-            recording, finding, target_factory(self.options.target), self.faults, self.options.shrink_seconds
+            recording, finding, target_factory(self.options.target), self.faults,
+            0 if hurried else self.options.shrink_seconds,
         )
-        path = write(case_from_finding(recording, finding, self.notes()), self.options.regressions)
+        notes = self.notes() + (" Shrinking was cut short by a stop request." if hurried else "")
+        path = write(case_from_finding(recording, finding, notes), self.options.regressions)
         self.emit(
             "finding",
             FindingReport(
@@ -332,11 +368,17 @@ class Worker:
         return " ".join([found_by, *(f"{fault.name}: {fault.description} ({fault.bug})." for fault in self.faults)])
 
 
-def _worker_process(options: CampaignOptions, index: int, messages: Any, stop: Any) -> None:
+def _stop_now(stop: Any, hurry: Any) -> None:
+    """What a signal asks: stop between examples, and cut any shrink short."""
+    hurry.set()
+    stop.set()
+
+
+def _worker_process(options: CampaignOptions, index: int, messages: Any, stop: Any, hurry: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: _stop_now(stop, hurry))
     try:
-        Worker(options, index, lambda kind, payload: messages.put((kind, payload)), stop).run()
+        Worker(options, index, lambda kind, payload: messages.put((kind, payload)), stop, hurry).run()
     except BaseException as error:  # noqa: BLE001 - reported, never lost
         messages.put(("harness_error", f"worker {index} crashed: {type(error).__name__}: {error}"))
     finally:
@@ -394,8 +436,8 @@ class Campaign:
         return self.report
 
     def _run_inline(self) -> None:
-        stop = threading.Event()
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop, hurry = threading.Event(), threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: _stop_now(stop, hurry))
 
         def emit(kind: str, payload: Any) -> None:
             self.receive(kind, payload)
@@ -403,7 +445,7 @@ class Campaign:
                 stop.set()
 
         try:
-            Worker(self.options, 0, emit, stop).run()
+            Worker(self.options, 0, emit, stop, hurry).run()
         except KeyboardInterrupt:
             self.report.interrupted = True
         finally:
@@ -412,14 +454,14 @@ class Campaign:
 
     def _run_processes(self) -> None:
         context = multiprocessing.get_context("spawn")
-        messages, stop = context.Queue(), context.Event()
+        messages, stop, hurry = context.Queue(), context.Event(), context.Event()
         processes = [
-            context.Process(target=_worker_process, args=(self.options, index, messages, stop), daemon=True)
+            context.Process(target=_worker_process, args=(self.options, index, messages, stop, hurry), daemon=True)
             for index in range(self.options.workers)
         ]
         for process in processes:
             process.start()
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        previous = signal.signal(signal.SIGTERM, lambda *_: _stop_now(stop, hurry))
         running = set(range(len(processes)))
         try:
             while running:
@@ -429,7 +471,7 @@ class Campaign:
                     self._reap_crashed(processes, running)
                     continue
                 except KeyboardInterrupt:
-                    stop.set()
+                    _stop_now(stop, hurry)
                     self.report.interrupted = True
                     continue
                 if kind == "done":
