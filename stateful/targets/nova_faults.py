@@ -372,8 +372,8 @@ def _not_reverting_to_deleted(revert: Callable[..., Any]) -> Callable[..., Any]:
     return fixed
 
 
-def _deleting_move_allocations(complete: Callable[..., Any]) -> Callable[..., Any]:
-    """Fix (``nova-open-delete-mid-move``) for ``ComputeManager._complete_deletion``.
+def _deleting_move_allocations(delete: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-delete-mid-move``) for ``ComputeManager._delete_instance``.
 
     Nova's delete removes the allocations of the instance's uuid only
     (``_complete_deletion`` → ``delete_allocation_for_instance``).  During a
@@ -384,14 +384,20 @@ def _deleting_move_allocations(complete: Callable[..., Any]) -> Callable[..., An
     nothing ever frees it: the source's audit
     (``_remove_deleted_instances_allocations``) skips a migration in
     ``error`` as active and finds no instance for a ``reverted`` one's uuid.
-    The fix: the delete also removes the allocations of the instance's
-    migrations (a finished one holds none; one whose revert already handed
-    its allocation back holds none either).
+    And a move that fails while the delete is under way (its error handler
+    saves the instance ``error`` over the delete's ``deleted``, so
+    :func:`_instance_deleted` cannot tell) hands it back to the instance's
+    uuid after the delete removed that uuid's allocations.
+    The fix: once the instance row is destroyed, the delete also removes
+    the allocations of the instance's migrations (a finished one holds none;
+    one whose revert already handed its allocation back holds none either)
+    and, again, the instance's own.  A revert after that sees the row
+    destroyed and cleans up itself (:func:`_not_reverting_to_deleted`).
     """
 
-    @functools.wraps(complete)
-    def fixed(self, context, instance):  # type: ignore[no-untyped-def]
-        complete(self, context, instance)
+    @functools.wraps(delete)
+    def fixed(self, context, instance, bdms):  # type: ignore[no-untyped-def]
+        delete(self, context, instance, bdms)
         migrations = objects.MigrationList.get_by_filters(
             context.elevated(read_deleted="yes"), {"instance_uuid": instance.uuid}
         )
@@ -399,6 +405,8 @@ def _deleting_move_allocations(complete: Callable[..., Any]) -> Callable[..., An
             self.reportclient.delete_allocation_for_instance(
                 context, migration.uuid, consumer_type="migration", force=True
             )
+        if migrations:
+            self.reportclient.delete_allocation_for_instance(context, instance.uuid, force=True)
 
     return fixed
 
@@ -890,7 +898,7 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
     ),
     "nova-open-delete-pci-leak": (("update_usage", _freeing_untracked_devices),),
     "nova-open-delete-mid-move": (
-        ("nova.compute.manager.ComputeManager._complete_deletion", _deleting_move_allocations),
+        ("nova.compute.manager.ComputeManager._delete_instance", _deleting_move_allocations),
         ("nova.compute.manager.ComputeManager.finish_revert_resize", _dropping_source_claim_of_deleted),
         ("nova.compute.manager.ComputeManager._revert_allocation", _not_reverting_to_deleted),
         ("nova.conductor.tasks.migrate.revert_allocation_for_migration", _conductor_not_reverting_to_deleted),

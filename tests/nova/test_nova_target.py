@@ -272,23 +272,37 @@ def test_nova_open_delete_pci_leak_leaves_the_device_to_a_deleted_instance() -> 
     assert f"{uuid} is finished but still owns PCI device 0000:81:00.0 on host1" in str(finding.value)
 
 
-def _delete_racing_migration(s: Session) -> str:
-    """A cold migration host1 -> host2 pauses inside prep_resize's claim on host2 (after its 3rd
-    instance.save) while a delete of the instance runs to the end on host1.  The migration then
-    fails on the deleted instance, and resize_instance on host1 reverts the migration's allocation."""
+#: A cold migration host1 -> host2 pauses inside prep_resize's claim on host2 (after its 3rd
+#: instance.save) while a delete of the instance runs to the end on host1.
+DELETE_TO_THE_END = {(0, "nova.instance.save:after", 2): 10}
+#: The same pause, but the delete pauses too, once it removed the instance's allocations and
+#: before it destroys the row (seed-23 campaign): the migration's error handler then saves the
+#: instance ``error`` over the delete's ``deleted``.
+DELETE_BEFORE_THE_DESTROY = {
+    (0, "nova.instance.save:before", 2): 1,
+    (1, "nova.placement.delete_allocation_for_instance:after", 0): 1,
+}
+DELETE_SCHEDULES = pytest.mark.parametrize(
+    "schedule", [DELETE_TO_THE_END, DELETE_BEFORE_THE_DESTROY], ids=["delete-first", "delete-around-the-revert"]
+)
+
+
+def _delete_racing_migration(s: Session, schedule: dict[tuple[int, str, int], int] = DELETE_TO_THE_END) -> str:
+    """A cold migration racing a delete: the migration fails on the deleted (or deleting)
+    instance, and resize_instance on host1 reverts the migration's allocation to it."""
     s.apply([op("create", instance="vm1", flavor="medium", host="host1")])
     uuid = s.target.uuids["vm1"]
-    s.apply(
-        [op("migrate", instance="vm1", host="host2"), op("delete", instance="vm1")],
-        FixedDelays({(0, "nova.instance.save:after", 2): 10}),
-    )
+    s.apply([op("migrate", instance="vm1", host="host2"), op("delete", instance="vm1")], FixedDelays(schedule))
     return uuid
 
 
-def test_nova_open_delete_mid_move_leaves_the_source_allocation_to_the_deleted_instance() -> None:
+@DELETE_SCHEDULES
+def test_nova_open_delete_mid_move_leaves_the_source_allocation_to_the_deleted_instance(
+    schedule: dict[tuple[int, str, int], int],
+) -> None:
     with session("nova-open-delete-mid-move") as s:
         with pytest.raises(Finding) as finding:
-            _delete_racing_migration(s)
+            _delete_racing_migration(s, schedule)
         env = s.target.env
         uuid = env.deleted_instances()[0]
         held = {"host1": {"VCPU": 2, "MEMORY_MB": 1024, "DISK_GB": 2}}
@@ -330,22 +344,28 @@ def test_nova_open_delete_mid_move_leaves_a_reverted_migrations_allocation_for_g
     assert f"{migration.uuid} is finished but still holds allocations {held}" in str(finding.value)
 
 
-def test_the_target_fixes_delete_mid_move_by_default() -> None:
+@DELETE_SCHEDULES
+def test_the_target_fixes_delete_mid_move_by_default(schedule: dict[tuple[int, str, int], int]) -> None:
     with session() as s:
-        uuid = _delete_racing_migration(s)  # raises Finding if an invariant breaks
+        uuid = _delete_racing_migration(s, schedule)  # raises Finding if an invariant breaks
         observed = s.target.observe()
         (migration,) = s.target._migrations()
         assert migration.status == "error"
         assert uuid in s.target.env.deleted_instances()
         assert observed.allocations == {}
-        reserved = {"vcpus": 0, "memory_mb": 512, "disk_gb": 0, "pci_devices": 0}
-        assert observed.usage == {"host1": reserved, "host2": reserved}
-    for host in ("host2", "host1"):
-        with session() as s:
-            _delete_racing_revert(s, host)
-            observed = s.target.observe()
-            assert observed.allocations == {}
-            assert observed.usage == {"host1": reserved, "host2": reserved}
+        assert observed.usage == {"host1": RESERVED_ONLY, "host2": RESERVED_ONLY}
+
+
+RESERVED_ONLY = {"vcpus": 0, "memory_mb": 512, "disk_gb": 0, "pci_devices": 0}
+
+
+@pytest.mark.parametrize("host", ["host2", "host1"], ids=["cross-host", "same-host"])
+def test_the_target_fixes_delete_mid_revert_by_default(host: str) -> None:
+    with session() as s:
+        _delete_racing_revert(s, host)  # raises Finding if an invariant breaks
+        observed = s.target.observe()
+        assert observed.allocations == {}
+        assert observed.usage == {"host1": RESERVED_ONLY, "host2": RESERVED_ONLY}
 
 
 def test_the_target_fixes_novas_open_races_by_default() -> None:
@@ -370,7 +390,7 @@ def test_open_race_switches_restore_novas_methods() -> None:
     patched = {method for fixes in OPEN_RACE_FIXES.values() for method, _ in fixes}
     revert = "nova.compute.manager.ComputeManager._revert_allocation"
     conductor_revert = "nova.conductor.tasks.migrate.revert_allocation_for_migration"
-    deletion = "nova.compute.manager.ComputeManager._complete_deletion"
+    deletion = "nova.compute.manager.ComputeManager._delete_instance"
     finish_revert = "nova.compute.manager.ComputeManager.finish_revert_resize"
     conductor_replace = "nova.conductor.tasks.migrate.replace_allocation_with_migration"
     mid_move = {deletion, finish_revert, revert, conductor_revert, conductor_replace}
