@@ -2,7 +2,9 @@
 
 The model's code is Nova's current, fixed behaviour.  Each ``lp*`` switch
 patches one or two methods with their pre-fix body (or wraps a method to
-restore the pre-fix step it lost), so the race returns exactly where it was.
+restore the pre-fix step it lost), so the race returns exactly where it was;
+``lp1600304`` also brings back the ordering its stale migrations came from
+(three patches).
 ``nova-open-*`` switches go the other way: the model fixes a race still in
 Nova's current code (the method named, "Model fix (Nova open, ...)"), and the
 switch restores Nova's code.  The interleaving that exposes each one is in
@@ -192,7 +194,9 @@ def _marking_failed_afterwards(rollback: Callable[..., None]) -> Callable[..., N
         self: ComputeManager, instance: Instance, dest: ComputeManager, migration: Migration
     ) -> None:
         rollback(self, instance, dest, migration)
-        self._set_migration_status(migration, "failed")
+        # nova-open-live-migration-rollback-window's ordering, if on, has marked it already
+        if migration.status != "failed":
+            self._set_migration_status(migration, "failed")
 
     return rollback_then_mark_failed
 

@@ -270,7 +270,7 @@ class ResourceTracker:
         """Model fix (Nova open, ``nova-open-live-migration-rollback-window``; see
         ComputeManager._rollback_live_migration): the migration is marked failed before
         the task state is cleared, so no other move of the instance can start while it
-        still looks in progress."""
+        still looks in progress.  (``lp1600304`` leaves this out and marks it last.)"""
         migration.status = "failed"
         migration.save()
 

@@ -183,16 +183,23 @@ class ShrinkDeadline:
     adds up to a deadline that has passed as soon as ``hurry()`` is true.
     """
 
-    def __init__(self, seconds: float, hurry: Callable[[], bool], at: float | None = None) -> None:
+    def __init__(
+        self, seconds: float, hurry: Callable[[], bool], at: float | None = None, cut: Any = None
+    ) -> None:
         self.seconds = seconds
         self.hurry = hurry
         self.at = at
+        #: Set once a shrink ended on ``hurry`` (shared with the deadlines this budget makes).
+        self.cut = cut if cut is not None else threading.Event()
 
     def __radd__(self, now: float) -> ShrinkDeadline:
-        return ShrinkDeadline(self.seconds, self.hurry, now + self.seconds)
+        return ShrinkDeadline(self.seconds, self.hurry, now + self.seconds, self.cut)
 
     def __lt__(self, now: float) -> bool:
-        return self.hurry() or (self.at is not None and self.at < now)
+        if self.hurry():
+            self.cut.set()
+            return True
+        return self.at is not None and self.at < now
 
 
 def validate(options: CampaignOptions) -> None:
@@ -231,6 +238,7 @@ class Worker:
         self.emit = emit
         self.stop = stop
         self.hurry = hurry if hurry is not None else threading.Event()
+        self.shrink_budget = ShrinkDeadline(options.shrink_seconds, self.hurry.is_set)
         self.started = time.monotonic()
         self.examples = 0
         self.steps = 0
@@ -295,8 +303,7 @@ class Worker:
         database = open_database(options.db)
         # Hypothesis has no setting for this bound, only an engine constant.
         shrink_bound = fixtures.MonkeyPatch(
-            "hypothesis.internal.conjecture.engine.MAX_SHRINKING_SECONDS",
-            ShrinkDeadline(options.shrink_seconds, self.hurry.is_set),
+            "hypothesis.internal.conjecture.engine.MAX_SHRINKING_SECONDS", self.shrink_budget
         )
         with shrink_bound:
             self._run_chunks(machine, database)
@@ -337,12 +344,12 @@ class Worker:
         if recording is None:
             self.emit("harness_error", f"worker {self.index}: a finding without a recording: {finding}")
             return
-        hurried = self.hurry.is_set()
         recording, finding = minimize(
             recording, finding, target_factory(self.options.target), self.faults,
-            0 if hurried else self.options.shrink_seconds,
+            self.options.shrink_seconds, stop=self.hurry.is_set,
         )
-        notes = self.notes() + (" Shrinking was cut short by a stop request." if hurried else "")
+        cut_short = self.shrink_budget.cut.is_set() or self.hurry.is_set()
+        notes = self.notes() + (" Shrinking was cut short by a stop request." if cut_short else "")
         path = write(case_from_finding(recording, finding, notes), self.options.regressions)
         self.emit(
             "finding",

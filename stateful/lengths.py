@@ -17,6 +17,7 @@ from typing import Callable
 from stateful.errors import HarnessError
 from stateful.target import Op, Target
 
+
 def calibration(resize_to: str = "pinned") -> tuple[tuple[str, dict[str, str]], ...]:
     """Operations in an order that makes each one legal, on an instance with a PCI
     device, resized to ``resize_to`` (dedicated CPUs by default: their claims and

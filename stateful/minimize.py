@@ -33,20 +33,26 @@ def minimize(
     target: Callable[[], Target],
     faults: Sequence[Fault],
     seconds: float = 60.0,
+    stop: Callable[[], bool] = lambda: False,
 ) -> tuple[Recording, Finding]:
-    """The smallest recording found within ``seconds`` that still breaks ``finding.invariant``.
+    """The smallest recording found within ``seconds`` (or until ``stop()``) that still
+    breaks ``finding.invariant``.
 
     Returns it with the finding its replay ends in (same invariant, maybe
     other numbers).  Candidates are tried in a fixed order, so the result is
-    deterministic when the time bound is not reached.
+    deterministic when neither bound is reached.
     """
     deadline = time.monotonic() + seconds
+
+    def out_of_time() -> bool:
+        return time.monotonic() >= deadline or stop()
+
     best, best_finding = recording, finding
     changed = True
-    while changed and time.monotonic() < deadline:
+    while changed and not out_of_time():
         changed = False
         for candidate in smaller(best):
-            if time.monotonic() >= deadline:
+            if out_of_time():
                 break
             result = replay(candidate, target, faults, check_serializable=finding.invariant == SERIALIZABLE)
             if result.finding is not None and result.invariant == finding.invariant:

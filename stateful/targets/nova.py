@@ -183,6 +183,7 @@ class NovaTarget:
     #: About how many checkpoints each operation reaches, for the schedule
     #: strategy; measured by :meth:`calibrated`, once per process.
     checkpoint_hints: Mapping[str, int] = {}
+    _calibration_error: Exception | None = None
 
     @classmethod
     def calibrated(cls) -> NovaTarget:
@@ -193,8 +194,14 @@ class NovaTarget:
         anything, so with no fault on.  The resize is to a plain flavor: the
         fake driver has no dedicated CPUs.
         """
+        if cls._calibration_error is not None:
+            raise cls._calibration_error  # once is enough: each try starts a Nova
         if not cls.checkpoint_hints:
-            cls.checkpoint_hints = operation_lengths(cls, resize_to="medium")
+            try:
+                cls.checkpoint_hints = operation_lengths(cls, resize_to="medium")
+            except Exception as error:
+                cls._calibration_error = error
+                raise
         return cls()
 
     def __init__(self) -> None:

@@ -51,7 +51,7 @@ that fix out, so Nova's own method runs):
   During a revert, ``finish_revert_resize`` fails before its
   ``_revert_allocation``: the migration (``error``) keeps the source
   allocation for good, and the source's tracker counts the instance until
-  its next audit.  Four patches, below.
+  its next audit.  Five patches, below.
 """
 
 from __future__ import annotations
@@ -393,6 +393,9 @@ def _deleting_move_allocations(delete: Callable[..., Any]) -> Callable[..., Any]
     one whose revert already handed its allocation back holds none either)
     and, again, the instance's own.  A revert after that sees the row
     destroyed and cleans up itself (:func:`_not_reverting_to_deleted`).
+    Not covered: a delete a compute restart completes
+    (``_init_instance`` → ``_complete_partial_deletion``, which the harness
+    never runs), and a delete whose ``destroy`` fails.
     """
 
     @functools.wraps(delete)

@@ -1,4 +1,4 @@
-"""A campaign stops between examples, never mid-example and never mid-shrink."""
+"""A campaign stops between examples, never mid-example; a signal also cuts a shrink short."""
 
 from __future__ import annotations
 

@@ -41,6 +41,14 @@ def fails(recording: Recording) -> Finding | None:
     return replay(recording, MODEL, LP1729371).finding
 
 
+def test_a_stop_request_ends_minimizing_with_what_it_has():
+    recording = padded()
+    finding = fails(recording)
+    assert finding is not None
+    unchanged, same = minimize(recording, finding, MODEL, LP1729371, stop=lambda: True)
+    assert unchanged is recording and same is finding
+
+
 def test_minimizing_keeps_only_what_the_race_needs():
     recording = padded()
     finding = fails(recording)

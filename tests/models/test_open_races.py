@@ -251,7 +251,7 @@ def test_live_migration_rollback_window_counts_the_running_migration_once_anothe
         ],
         # the first pauses at its last migration save (Nova: after the task state is
         # cleared; the fix: inside the destination's lock), the second once it has set
-        # its own task state and claimed on host3
+        # its own task state, just before its claim on host3 saves a migration context
         {(0, "db.migration.save", 5): 1, (1, "db.instance.save", 1): 1},
     )
     first, second, audit_error = errors(result)
