@@ -108,7 +108,12 @@ def must_reject(op: Op, state: Observation) -> str | None:
         return f"{instance} is {server['vm_state']}, not resized"
     if op.name == "evacuate" and server["host"] not in state.down_hosts:
         return f"{instance}'s host {server['host']} is up"
-    if op.name in ("resize", "migrate", "live_migrate", "live_migrate_rollback") and server["vm_state"] != "active":
+    # Nova's API takes an active or a stopped instance for a resize or cold migration, an
+    # active one for a live migration.  (The model never stops an instance; Nova's
+    # evacuation does, from microversion 2.95, which the Nova target speaks.)
+    if op.name in ("resize", "migrate") and server["vm_state"] not in ("active", "stopped"):
+        return f"{instance} is {server['vm_state']}, not active or stopped"
+    if op.name in ("live_migrate", "live_migrate_rollback") and server["vm_state"] != "active":
         return f"{instance} is {server['vm_state']}, not active"
     return None
 

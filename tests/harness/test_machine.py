@@ -10,9 +10,10 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from stateful.errors import Finding
 from stateful.faults import Fault, builtin_faults
-from stateful.machine import MachineConfig, make_machine
+from stateful.machine import MachineConfig, make_machine, must_reject
 from stateful.minimize import minimize
 from stateful.profiles import profile
+from stateful.target import Observation, Op
 from stateful.targets import target_factory
 
 MODEL_FAULTS = builtin_faults("model")
@@ -135,3 +136,20 @@ def test_lp1896463_shrinks_to_nova_sized_reproduction():
     assert finding.invariant in fault.breaks
     assert len(recording.steps) <= 4, [step.ops for step in recording.steps]
     assert recording.nonzero_delays <= 2, [step.schedule for step in recording.steps]
+
+
+@pytest.mark.parametrize(
+    ("name", "vm_state", "refused"),
+    [
+        ("migrate", "stopped", False),
+        ("resize", "stopped", False),
+        ("live_migrate", "stopped", True),
+        ("migrate", "resized", True),
+        ("live_migrate", "active", False),
+    ],
+)
+def test_nova_must_refuse_only_what_its_api_refuses(name: str, vm_state: str, refused: bool) -> None:
+    """A stopped instance (Nova's evacuation leaves one) may be resized or cold migrated, not live migrated."""
+    state = Observation(usage={}, servers={"vm1": {"host": "host1", "vm_state": vm_state, "task_state": None}})
+    op = Op(name, {"instance": "vm1", "host": "host2", **({"flavor": "large"} if name == "resize" else {})})
+    assert (must_reject(op, state) is not None) == refused
