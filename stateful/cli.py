@@ -8,6 +8,7 @@ option or file.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import Sequence
@@ -129,22 +130,22 @@ def _fuzz(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stateful.faults import TARGETS, catalogue
+    from stateful.faults import catalogue
     from stateful.regression import files_under, load, write
     from stateful.replay import replay_case
-    from stateful.targets import target_factory
     from stateful.timeline import recording_timeline, svg_timeline
 
     paths = list(files_under(args.paths))
     if not paths:
         raise UsageError(f"replay: no regression files under {' '.join(args.paths)}")
-    known: dict[str, set[str]] = {}
-    for target in TARGETS:
+
+    @functools.cache
+    def known(target: str) -> set[str]:
         try:
-            target_factory(target)  # registers the target's delay sites
-            known[target] = set(catalogue(target, args.faults_from))
+            return set(catalogue(target, args.faults_from))
         except UsageError:
-            known[target] = set()
+            return set()
+
     cases = [load(path, known) for path in paths]  # every file validated before any replay
     exit_code = EXIT_OK
     for case in cases:
