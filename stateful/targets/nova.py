@@ -354,11 +354,12 @@ class NovaTarget:
 
     def _op_resize(self, instance: str, flavor: str, host: str) -> None:
         uuid, flavor_id = self._uuid(instance), self._flavor(flavor)
-        TARGET_HOSTS[uuid] = host
+        wanted = (uuid, current_task())
+        TARGET_HOSTS[wanted] = host
         try:
             self._api(lambda: self._env.api.post_server_action(uuid, {"resize": {"flavorRef": flavor_id}}))
         finally:
-            TARGET_HOSTS.pop(uuid, None)
+            TARGET_HOSTS.pop(wanted, None)
         self._check_moved(instance, uuid, "resize", host)
 
     def _op_migrate(self, instance: str, host: str) -> None:

@@ -721,6 +721,25 @@ def test_a_rejected_live_migration_leaves_the_other_ones_rollback_armed() -> Non
         assert s.target.observe().servers["vm1"]["host"] == "host3"
 
 
+def test_a_rejected_resize_leaves_the_other_ones_destination() -> None:
+    """Review of the same-instance rule: a second resize of the instance redirected the first (a harness bug).
+
+    Nova's resize API takes no host, so the target names the destination to
+    the scheduler.  The first resize pauses in its conductor before
+    scheduling; the second, to another host, is rejected (task_state
+    resize_prep).  The first must still land on its own destination.
+    """
+    with session(hosts=3) as s:
+        s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+        first, second = s.apply(
+            [op("resize", instance="vm1", flavor="medium", host="host2"),
+             op("resize", instance="vm1", flavor="large", host="host3")],
+            FixedDelays({(0, "nova.placement.get_allocs_for_consumer:after", 0): 1}),
+        ).outcomes  # raises Finding if an invariant breaks
+        assert first.error is None and isinstance(second.error, s.target.rejections)
+        assert s.target.observe().servers["vm1"] == {"host": "host2", "vm_state": "resized", "task_state": None}
+
+
 def test_a_live_migration_overtaken_by_a_delete_still_ends_with_the_destinations_audit() -> None:
     """Found by a campaign (seed 18): the operation skipped its closing audit when the instance was gone.
 
