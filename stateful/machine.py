@@ -3,8 +3,11 @@
 Each rule is one operation on the system under test — create, delete, resize
 (to another host or the same one), cold migrate, confirm, revert, evacuate,
 live migration (success and rollback), host down and up, an audit — applied
-alone, or (the :meth:`AccountingMachine.concurrently` rule) two or three at
-once under the scheduler with a Hypothesis-drawn delay at every delay site.
+alone, or two or three at once under the scheduler with a Hypothesis-drawn
+delay at every delay site: any operations
+(:meth:`AccountingMachine.concurrently`), or two on one instance
+(:meth:`AccountingMachine.concurrently_on_one_instance`); every rule of an
+operation on an instance may also run it with an audit of a host it involves.
 After every step the session checks the accounting invariants
 (:mod:`stateful.invariants`); during concurrent steps it checks the
 always-true ones at every checkpoint.
@@ -57,7 +60,7 @@ MAX_INSTANCES = 4
 #: and ``audit`` never are: one of them can always run).
 SWARM_RULES = (
     "delete", "resize", "migrate", "confirm", "revert", "live_migrate",
-    "evacuate", "host_down", "host_up", "concurrently",
+    "evacuate", "host_down", "host_up", "concurrently", "concurrently_on_one_instance",
 )
 
 
@@ -351,38 +354,70 @@ class AccountingMachine(RuleBasedStateMachine):
         created = [op.args["instance"] for op in ops if op.name == "create"]
         return multiple(*(name for name in created if name in self.state.servers))
 
-    def related_audits(self, op: Op) -> st.SearchStrategy[Op]:
-        """Audits of the up hosts ``op`` involves: its instance's host and its destination."""
-        server = self.state.servers.get(op.args.get("instance", ""), {})
-        involved = [h for h in (server.get("host"), op.args.get("host")) if h and h not in self.state.down_hosts]
+    @swarm("concurrently_on_one_instance")
+    @precondition(lambda self: bool(self.state.servers))
+    @rule(data=st.data())
+    def concurrently_on_one_instance(self, data: st.DataObject) -> None:
+        """Two operations on one instance at once, maybe with an audit of a host they involve.
+
+        The shape of most of Nova's accounting races: a second move, a delete
+        or a confirm of an instance while a first one is still in flight, and
+        the audit of its source or a destination reading the records in
+        between (bug 1600304 needs all three: a live migration rolling back, a
+        second move of the instance, an audit of the first destination).
+        :meth:`concurrently` draws such a step only rarely, its operations
+        being drawn apart; here they share the instance.  Whichever of the
+        two the other makes illegal must be refused cleanly (any other error
+        is a finding).
+        """
+        instance = data.draw(one_of_these(newest_first(self.state.servers)), label="instance")
+        first, second = (data.draw(self.operations(of=instance), label="operation") for _ in range(2))
+        ops = [first, second]
+        overlap = data.draw(overlaps, label="overlap")
+        if overlap != "alone":
+            audit = data.draw(self.related_audits(*ops), label="overlapping audit")
+            ops = [*ops, audit] if overlap == "then audit" else [audit, *ops]
+        self.step(ops, self.config.schedule(data))
+
+    def related_audits(self, *ops: Op) -> st.SearchStrategy[Op]:
+        """Audits of the up hosts ``ops`` involve: their instances' hosts and their destinations."""
+        involved: list[str] = []
+        for op in ops:
+            server = self.state.servers.get(op.args.get("instance", ""), {})
+            for host in (server.get("host"), op.args.get("host")):
+                if host and host not in involved and host not in self.state.down_hosts:
+                    involved.append(host)
         return audits_of(tuple(involved or self.up_hosts()))
 
     def up_hosts(self) -> list[str]:
         return [host for host in self.host_names if host not in self.state.down_hosts]
 
-    def operations(self, audits: bool = True) -> st.SearchStrategy[Op]:
+    def operations(self, audits: bool = True, of: str | None = None) -> st.SearchStrategy[Op]:
         """One operation the current state allows (simplest first, for shrinking).
 
         A create is drawn nameless; :meth:`named` names it once drawn.
         Without ``audits``, audits are left out unless nothing else is allowed.
+        With ``of``, only operations on that instance, never a create or an
+        audit (any of them, legal or not, if the state allows none).
         """
         servers, down = self.state.servers, self.state.down_hosts
 
         def instances_where(vm_state: str, host_down: bool = False) -> tuple[str, ...]:
             return newest_first(
-                name for name, s in servers.items() if s["vm_state"] == vm_state and (s["host"] in down) == host_down
+                name
+                for name, s in servers.items()
+                if s["vm_state"] == vm_state and (s["host"] in down) == host_down and of in (None, name)
             )
 
-        active, resized = instances_where("active"), instances_where("resized")
-        return legal_operations(
-            tuple(self.up_hosts()),
-            tuple(self.flavors),
-            active,
-            resized,
-            instances_where("active", host_down=True),
-            may_create=len(servers) < MAX_INSTANCES,
-            audits=audits,
-        )
+        active, resized, stopped = instances_where("active"), instances_where("resized"), instances_where("stopped")
+        evacuable = instances_where("active", host_down=True)
+        up, flavors = tuple(self.up_hosts()), tuple(self.flavors)
+        if of is not None:
+            if not active + resized + stopped + evacuable:
+                active = resized = evacuable = (of,)
+            return legal_operations(up, flavors, active, resized, stopped, evacuable, may_create=False, audits=False)
+        may_create = len(servers) < MAX_INSTANCES
+        return legal_operations(up, flavors, active, resized, stopped, evacuable, may_create=may_create, audits=audits)
 
     def named(self, op: Op) -> Op:
         return Op("create", {**op.args, "instance": self.new_name()}) if op.name == "create" else op
@@ -425,11 +460,16 @@ def legal_operations(
     flavors: tuple[str, ...],
     active: tuple[str, ...],
     resized: tuple[str, ...],
+    stopped: tuple[str, ...],
     evacuable: tuple[str, ...],
     may_create: bool,
     audits: bool = True,
 ) -> st.SearchStrategy[Op]:
-    """The operations a state allows, as a strategy (cached: states recur across examples)."""
+    """The operations a state allows, as a strategy (cached: states recur across examples).
+
+    A stopped instance (Nova's evacuation leaves one; the model never stops
+    one) may be resized, cold migrated or deleted, not live migrated.
+    """
     hosts, sizes = st.sampled_from(up), st.sampled_from(flavors)
 
     def on(name: str, candidates: tuple[str, ...], **extra: st.SearchStrategy[str]) -> list[st.SearchStrategy[Op]]:
@@ -448,11 +488,11 @@ def legal_operations(
         *on("confirm", resized),
         *on("revert", resized),
         *on("evacuate", evacuable, host=hosts),
-        *on("resize", active, flavor=sizes, host=hosts),
-        *on("migrate", active, host=hosts),
+        *on("resize", active + stopped, flavor=sizes, host=hosts),
+        *on("migrate", active + stopped, host=hosts),
         *on("live_migrate", active, host=hosts),
         *on("live_migrate_rollback", active, host=hosts),
-        *on("delete", active + resized),
+        *on("delete", active + resized + stopped),
         *(creates if may_create else []),
     ]
     return st.one_of(audits_of(up), *others) if audits or not others else st.one_of(others)
