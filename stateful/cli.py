@@ -130,7 +130,7 @@ def _fuzz(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stateful.faults import catalogue
+    from stateful.faults import catalogue, load_faults_file
     from stateful.regression import files_under, load, write
     from stateful.replay import replay_case
     from stateful.timeline import recording_timeline, svg_timeline
@@ -138,13 +138,12 @@ def _replay(args: argparse.Namespace) -> int:
     paths = list(files_under(args.paths))
     if not paths:
         raise UsageError(f"replay: no regression files under {' '.join(args.paths)}")
+    for faults_file in args.faults_from:
+        load_faults_file(faults_file)  # a bad --faults-from is an error even if no file names its faults
 
     @functools.cache
     def known(target: str) -> set[str]:
-        try:
-            return set(catalogue(target, args.faults_from))
-        except UsageError:
-            return set()
+        return set(catalogue(target, args.faults_from))
 
     cases = [load(path, known) for path in paths]  # every file validated before any replay
     exit_code = EXIT_OK

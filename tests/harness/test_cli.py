@@ -46,6 +46,10 @@ def one_line_error(capsys) -> str:
         (["fuzz", "--faults-from", "no/such/file.py"], "--faults-from no/such/file.py: no such file"),
         (["fuzz", "--max-examples", "many"], "argument --max-examples: invalid int value"),
         (["replay", "no/such/dir"], "no/such/dir: cannot read: No such file or directory"),
+        (
+            ["replay", "--faults-from", "no/such/file.py", "tests/regressions"],
+            "--faults-from no/such/file.py: no such file",
+        ),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
