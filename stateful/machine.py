@@ -409,15 +409,15 @@ class AccountingMachine(RuleBasedStateMachine):
                 if s["vm_state"] == vm_state and (s["host"] in down) == host_down and of in (None, name)
             )
 
-        active, resized, stopped = instances_where("active"), instances_where("resized"), instances_where("stopped")
+        active, resized, stopped = (instances_where(state) for state in ("active", "resized", "stopped"))
         evacuable = instances_where("active", host_down=True)
         up, flavors = tuple(self.up_hosts()), tuple(self.flavors)
         if of is not None:
             if not active + resized + stopped + evacuable:
                 active = resized = evacuable = (of,)
-            return legal_operations(up, flavors, active, resized, stopped, evacuable, may_create=False, audits=False)
+            return legal_operations(up, flavors, active, resized, stopped, evacuable, False, audits=False)
         may_create = len(servers) < MAX_INSTANCES
-        return legal_operations(up, flavors, active, resized, stopped, evacuable, may_create=may_create, audits=audits)
+        return legal_operations(up, flavors, active, resized, stopped, evacuable, may_create, audits=audits)
 
     def named(self, op: Op) -> Op:
         return Op("create", {**op.args, "instance": self.new_name()}) if op.name == "create" else op

@@ -159,15 +159,19 @@ def test_nova_must_refuse_only_what_its_api_refuses(name: str, vm_state: str, re
 
 def test_a_stopped_instance_is_offered_what_nova_takes_for_it() -> None:
     """Resize, cold migration and delete, never a live migration (see ``must_reject``)."""
-    stopped_only = legal_operations(("host1", "host2"), ("small",), (), (), ("vm1",), (), may_create=False, audits=False)
+    hosts, flavors = ("host1", "host2"), ("small",)
+    stopped_only = legal_operations(hosts, flavors, (), (), ("vm1",), (), may_create=False, audits=False)
     offered = {name for name in ("resize", "migrate", "delete", "live_migrate", "live_migrate_rollback")
                if _can_draw(stopped_only, name)}
     assert offered == {"resize", "migrate", "delete"}
 
 
+FIND_BUDGET = settings(database=None, max_examples=200)
+
+
 def _can_draw(strategy: SearchStrategy[Op], name: str) -> bool:
     try:
-        hypothesis.find(strategy, lambda op: op.name == name, settings=settings(database=None, max_examples=200))
+        hypothesis.find(strategy, lambda op: op.name == name, settings=FIND_BUDGET)
     except hypothesis.errors.NoSuchExample:
         return False
     return True

@@ -737,7 +737,8 @@ def test_a_rejected_resize_leaves_the_other_ones_destination() -> None:
             FixedDelays({(0, "nova.placement.get_allocs_for_consumer:after", 0): 1}),
         ).outcomes  # raises Finding if an invariant breaks
         assert first.error is None and isinstance(second.error, s.target.rejections)
-        assert s.target.observe().servers["vm1"] == {"host": "host2", "vm_state": "resized", "task_state": None}
+        server = s.target.observe().servers["vm1"]
+        assert (server["host"], server["vm_state"]) == ("host2", "resized")
 
 
 def test_a_live_migration_overtaken_by_a_delete_still_ends_with_the_destinations_audit() -> None:
