@@ -7,9 +7,10 @@ spent or a finding is made.  Chunks make a seeded campaign repeatable; a spent
 budget or a stop request ends a chunk as its next example would begin
 (:class:`~stateful.errors.StopRequested`), never mid-example.  A failure
 being shrunk is shrunk to the end, unless the stop came from a signal
-(SIGTERM, or Ctrl-C with several workers): then the shrink ends at its next
-test case (:class:`ShrinkDeadline`) and the smallest failure so far is
-written, so that whoever sent the signal need not wait out the shrink budget.
+(SIGTERM, or a first Ctrl-C; a second one interrupts at once): then the
+shrink ends at its next test case (:class:`ShrinkDeadline`) and the smallest
+failure so far is written, so that whoever sent the signal need not wait out
+the shrink budget.
 
 Workers are separate processes sharing one Hypothesis example database (a
 directory, or Redis for many machines), so a failure one worker found and
@@ -381,6 +382,18 @@ def _stop_now(stop: Any, hurry: Any) -> None:
     stop.set()
 
 
+def _first_ctrl_c_stops(stop: Any, hurry: Any) -> Callable[..., None]:
+    """A SIGINT handler: the first Ctrl-C stops as SIGTERM does (what was found is still
+    written), a second one raises KeyboardInterrupt where the run is."""
+
+    def handle(*_: Any) -> None:
+        if hurry.is_set():
+            raise KeyboardInterrupt
+        _stop_now(stop, hurry)
+
+    return handle
+
+
 def _worker_process(options: CampaignOptions, index: int, messages: Any, stop: Any, hurry: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: _stop_now(stop, hurry))
@@ -445,6 +458,7 @@ class Campaign:
     def _run_inline(self) -> None:
         stop, hurry = threading.Event(), threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: _stop_now(stop, hurry))
+        previous_interrupt = signal.signal(signal.SIGINT, _first_ctrl_c_stops(stop, hurry))
 
         def emit(kind: str, payload: Any) -> None:
             self.receive(kind, payload)
@@ -457,6 +471,7 @@ class Campaign:
             self.report.interrupted = True
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_interrupt)
         self.report.interrupted = self.report.interrupted or (stop.is_set() and not self.report.findings)
 
     def _run_processes(self) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from typing import Any, Callable
 
-from stateful.campaign import CampaignOptions, Worker
+import fixtures
+
+from stateful.campaign import Campaign, CampaignOptions, Worker
 from stateful.regression import load
 from stateful.replay import replay_case
 
@@ -66,3 +70,23 @@ def test_a_signal_after_a_failure_cuts_the_shrink_short(tmp_path) -> None:  # ty
     case = load(path)
     assert "cut short by a stop request" in case.notes
     assert replay_case(case).as_recorded  # what was written is the failure, unshrunk or not
+
+
+def test_a_ctrl_c_during_the_shrink_keeps_the_failure(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One worker runs in the campaign's own process: a first Ctrl-C stops as SIGTERM does
+    (the shrink cut short, the failure written), not as a KeyboardInterrupt that loses it."""
+    options = CampaignOptions(
+        faults=["lp1879878-confirm"], seed=0, db="none", regressions=str(tmp_path), shrink_seconds=20
+    )
+    count = Worker.on_example
+
+    def press_ctrl_c_at_the_failure(worker: Worker, recording: Any) -> None:
+        count(worker, recording)
+        if recording.broke is not None and not worker.hurry.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with fixtures.MonkeyPatch("stateful.campaign.Worker.on_example", press_ctrl_c_at_the_failure):
+        report = Campaign(options).run()
+    assert len(report.findings) == 1
+    (path,) = tmp_path.glob("*.json")
+    assert "cut short by a stop request" in load(path).notes
