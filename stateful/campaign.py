@@ -7,8 +7,8 @@ spent or a finding is made.  Chunks make a seeded campaign repeatable; a spent
 budget or a stop request ends a chunk as its next example would begin
 (:class:`~stateful.errors.StopRequested`), never mid-example.  A failure
 being shrunk is shrunk to the end, unless the stop came from a signal
-(SIGTERM, or a first Ctrl-C; a second one interrupts at once): then the
-shrink ends at its next test case (:class:`ShrinkDeadline`) and the smallest
+(SIGTERM, or a first Ctrl-C; with one worker a second Ctrl-C interrupts at
+once): then the shrink ends at its next test case (:class:`ShrinkDeadline`) and the smallest
 failure so far is written, so that whoever sent the signal need not wait out
 the shrink budget.
 
