@@ -14,16 +14,19 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import multiprocessing
 import os
 import platform
 import resource
 import statistics
+import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import fixtures
 from hypothesis import HealthCheck, Phase, given, settings
@@ -175,31 +178,112 @@ class Detection:
     variant: str | None = None
 
 
-def detect(fault: str, strategy: str, seeds: int, max_examples: int, duration: float, shrink_seconds: float) -> Detection:
-    seconds, examples, shrunk = [], [], []
+@dataclass(frozen=True)
+class DetectionBudget:
+    """What each strategy gets per fault: seeds, and per seed a campaign's examples, seconds and shrink."""
+
+    seeds: int
+    max_examples: int
+    cap_s: float
+    shrink_s: float
+
+
+FULL_BUDGET = DetectionBudget(seeds=5, max_examples=2000, cap_s=60.0, shrink_s=60.0)
+QUICK_BUDGET = DetectionBudget(seeds=1, max_examples=60, cap_s=2.0, shrink_s=1.0)
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed's campaign of one fault under one strategy; the sizes are None when it found nothing."""
+
+    seconds: float | None
+    examples: int | None
+    shrunk: tuple[int, int] | None
+
+
+def detect_seed(fault: str, strategy: str, seed: int, budget: DetectionBudget) -> SeedRun:
+    """``fuzz --fault FAULT --schedule STRATEGY --seed SEED`` on the budget, in this process."""
     with tempfile.TemporaryDirectory() as directory:
-        for seed in range(seeds):
-            options = CampaignOptions(
-                faults=[fault], seed=seed, schedule=strategy, max_examples=max_examples,
-                duration=duration, db="none", regressions=directory, profile="dev", shrink_seconds=shrink_seconds,
-            )
-            report = Campaign(options).run()
-            if report.harness_errors:
-                raise HarnessError(f"bench {fault}/{strategy}: {report.harness_error_messages}")
-            if report.findings:
-                finding = report.findings[0]
-                seconds.append(finding.first_failure_s or finding.elapsed_s)
-                examples.append(finding.first_failure_examples or report.examples)
-                shrunk.append((finding.steps, finding.nonzero_delays))
-    found = len(seconds)
-    smallest = min(shrunk) if shrunk else (None, None)
+        options = CampaignOptions(
+            faults=[fault], seed=seed, schedule=strategy, max_examples=budget.max_examples,
+            duration=budget.cap_s, db="none", regressions=directory, profile="dev", shrink_seconds=budget.shrink_s,
+        )
+        report = Campaign(options).run()
+    if report.harness_errors:
+        raise HarnessError(f"bench {fault}/{strategy}/seed {seed}: {report.harness_error_messages}")
+    if not report.findings:
+        return SeedRun(None, None, None)
+    finding = report.findings[0]
+    return SeedRun(
+        finding.first_failure_s or finding.elapsed_s,
+        finding.first_failure_examples or report.examples,
+        (finding.steps, finding.nonzero_delays),
+    )
+
+
+def summarize(fault: str, strategy: str, runs: list[SeedRun]) -> Detection:
+    """The ``detection`` row of one fault and strategy from its seeds' runs."""
+    hits = [run for run in runs if run.seconds is not None]
+    seconds = [run.seconds for run in hits if run.seconds is not None]
+    smallest = min(run.shrunk for run in hits if run.shrunk) if hits else (None, None)
     return Detection(
-        fault, "model", strategy, seeds, found,
-        round(statistics.median(seconds), 3) if found else None,
-        round(max(seconds), 3) if found else None,
-        statistics.median(examples) if found else None,
+        fault, "model", strategy, len(runs), len(hits),
+        round(statistics.median(seconds), 3) if hits else None,
+        round(max(seconds), 3) if hits else None,
+        statistics.median(run.examples for run in hits if run.examples is not None) if hits else None,
         smallest[0], smallest[1],
     )
+
+
+def detect(fault: str, strategy: str, budget: DetectionBudget) -> Detection:
+    """One fault under one strategy over the budget's seeds, one after another in this process."""
+    return summarize(fault, strategy, [detect_seed(fault, strategy, seed, budget) for seed in range(budget.seeds)])
+
+
+T = TypeVar("T")
+
+
+def run_cells(cells: list[Callable[[], T]], jobs: int, done: Callable[[int, T], None]) -> list[T]:
+    """Every cell's result in order, ``jobs`` at a time in spawned processes (``jobs`` 1: here).
+
+    ``done(index, result)`` is told of each cell as it finishes, in the order
+    they finish.  Cells must be picklable (module-level functions and
+    partials of them) and independent: each seed's campaign is a fresh
+    Hypothesis run, so where it runs changes its seconds, not its examples.
+    """
+    if jobs <= 1:
+        results = []
+        for index, cell in enumerate(cells):
+            results.append(cell())
+            done(index, results[-1])
+        return results
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(cell): index for index, cell in enumerate(cells)}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
+        return [future.result() for future in futures]
+
+
+def detection_rows(
+    faults: list[str], strategies: list[str], budget: DetectionBudget, jobs: int, log: Callable[[str], None]
+) -> list[Detection]:
+    """One row per fault and strategy, each seed's campaign a cell of :func:`run_cells`."""
+    keys = [(fault, strategy, seed) for fault in faults for strategy in strategies for seed in range(budget.seeds)]
+    started, finished = time.perf_counter(), 0
+
+    def done(index: int, run: SeedRun) -> None:
+        nonlocal finished
+        finished += 1
+        fault, strategy, seed = keys[index]
+        found = "not found" if run.seconds is None else f"found after {run.examples} examples ({run.seconds:.1f} s)"
+        log(f"detection {finished}/{len(keys)}, {time.perf_counter() - started:.0f} s in: "
+            f"{fault} {strategy} seed {seed}: {found}")
+
+    runs = run_cells([functools.partial(detect_seed, *key, budget) for key in keys], jobs, done)
+    by_cell: dict[tuple[str, str], list[SeedRun]] = {}
+    for (fault, strategy, _), run in zip(keys, runs):
+        by_cell.setdefault((fault, strategy), []).append(run)
+    return [summarize(fault, strategy, cell_runs) for (fault, strategy), cell_runs in by_cell.items()]
 
 
 # -- schedule power on recorded set-ups --------------------------------------------------------
@@ -382,12 +466,26 @@ def frontrun_detect(
     )
 
 
-def frontrun_baseline_rows(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(frontrun's detection rows, random and DPOR for each fault set up; what was and wasn't)."""
+def frontrun_cell(
+    fault: str, exploration: str, seeds: int, max_executions: int, duration: float
+) -> tuple[Detection, list[dict[str, Any]]]:
+    """:func:`frontrun_detect` of a fault by name, with its log: one cell of :func:`run_cells`."""
+    log: list[dict[str, Any]] = []
+    (found,) = [f for f in builtin_faults("model") if f.name == fault]
+    return frontrun_detect(found, exploration, seeds, max_executions, duration, log), log
+
+
+def frontrun_baseline_rows(
+    quick: bool, cap: float, jobs: int = 1, log: Callable[[str], None] = lambda line: None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(frontrun's detection rows, random and DPOR for each fault set up; what was and wasn't).
+
+    ``cap`` is each run's wall-clock cap, the same as each seed of our
+    strategies gets (:func:`run_bench`).
+    """
     from stateful import frontrun_baseline
 
-    # per run, the same wall-clock cap as each seed of our strategies gets (run_bench)
-    seeds, budget, cap = (1, 100, 2.0) if quick else (3, 2000, 60.0)
+    seeds, budget = (1, 100) if quick else (3, 2000)
     version = frontrun_baseline.available()
     info: dict[str, Any] = {
         "version": version,
@@ -399,24 +497,42 @@ def frontrun_baseline_rows(quick: bool) -> tuple[list[dict[str, Any]], dict[str,
     if version is None:
         info["skipped"] = "frontrun is not installed (pip install -e '.[bench]')"
         return [], info
-    faults = [f for f in builtin_faults("model") if frontrun_baseline.scenario_for(f.name) is not None]
+    faults = [f.name for f in builtin_faults("model") if frontrun_baseline.scenario_for(f.name) is not None]
     if quick:
         info["quick_faults"] = list(QUICK_FRONTRUN_FAULTS)
-        faults = [f for f in faults if f.name in QUICK_FRONTRUN_FAULTS]
-    info["runs"] = []
-    rows = [
-        asdict(frontrun_detect(fault, exploration, seeds, budget, cap, info["runs"]))
-        for fault in faults
-        for exploration in frontrun_baseline.STRATEGIES
-    ]
-    return rows, info
+        faults = [f for f in faults if f in QUICK_FRONTRUN_FAULTS]
+    keys = [(fault, exploration) for fault in faults for exploration in frontrun_baseline.STRATEGIES]
+
+    def done(index: int, result: tuple[Detection, list[dict[str, Any]]]) -> None:
+        row = result[0]
+        log(f"frontrun {keys[index][0]} {keys[index][1]}: {row.found}/{row.seeds} found")
+
+    cells = [functools.partial(frontrun_cell, *key, seeds, budget, cap) for key in keys]
+    results = run_cells(cells, jobs, done)
+    info["runs"] = [run for _, runs in results for run in runs]
+    return [asdict(row) for row, _ in results], info
 
 
 # -- the whole run -------------------------------------------------------------------------
 
 
-def run_bench(quick: bool, as_json: bool, docs_path: str | None) -> int:
+def run_bench(
+    quick: bool, as_json: bool, docs_path: str | None, seeds: int | None = None, cap_s: float | None = None,
+    jobs: int = 1,
+) -> int:
+    """The whole benchmark; ``seeds`` and ``cap_s`` override the detection budget, ``jobs`` runs its
+    campaigns that many at a time (throughput and windows always run alone, in this process)."""
+    budget = QUICK_BUDGET if quick else FULL_BUDGET
+    if seeds:
+        budget = replace(budget, seeds=seeds)
+    if cap_s:
+        budget = replace(budget, cap_s=cap_s, shrink_s=min(budget.shrink_s, cap_s))
+
+    def log(line: str) -> None:
+        print(f"bench: {line}", file=sys.stderr, flush=True)
+
     rounds = 2000 if quick else 20000
+    log("throughput")
     pingpong = pingpong_seconds(rounds)
     handoff = handoff_seconds(rounds)
     ours, plain = machine_throughput(20 if quick else 100)
@@ -430,16 +546,15 @@ def run_bench(quick: bool, as_json: bool, docs_path: str | None) -> int:
         "plain_steps_per_s": round(plain, 1),
         "steps_ratio_vs_plain": round(ours / plain, 3),
     }
+    log("memory over a campaign")
     results["memory"] = memory_profile(12 if quick else 1000)
+    log("schedule power on the recorded set-ups")
     results["windows"] = window_rows(30 if quick else 400, ["virtual"] if quick else list(WINDOW_STRATEGIES))
     strategies = ["virtual", "sequential"] if quick else ["virtual", "pct", "sequential", "wallclock"]
-    seeds, budget, cap, shrink = (1, 60, 2.0, 1.0) if quick else (5, 2000, 60.0, 60.0)
-    results["detection"] = [
-        asdict(detect(fault.name, strategy, seeds, budget, cap, shrink))
-        for fault in builtin_faults("model")
-        for strategy in strategies
-    ]
-    frontrun_rows, results["frontrun"] = frontrun_baseline_rows(quick)
+    results["detection_budget"] = {**asdict(budget), "jobs": jobs}
+    faults = [fault.name for fault in builtin_faults("model")]
+    results["detection"] = [asdict(row) for row in detection_rows(faults, strategies, budget, jobs, log)]
+    frontrun_rows, results["frontrun"] = frontrun_baseline_rows(quick, budget.cap_s, jobs, log)
     results["detection"] = merge_by_fault(results["detection"], frontrun_rows)
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     if as_json:
@@ -457,6 +572,17 @@ def merge_by_fault(rows: list[dict[str, Any]], more: list[dict[str, Any]]) -> li
     for row in rows + more:
         order.setdefault(row["fault"], len(order))
     return sorted(rows + more, key=lambda row: order[row["fault"]])
+
+
+def budget_markdown(budget: dict[str, Any] | None) -> list[str]:
+    if not budget:
+        return []
+    return [
+        f"Detection: {budget['seeds']} seed(s) per fault and strategy, each seed a `fuzz` campaign of up to "
+        f"{budget['max_examples']} examples or {budget['cap_s']:g} s, then up to {budget['shrink_s']:g} s of "
+        f"shrinking; {budget['jobs']} campaign(s) at a time.",
+        "",
+    ]
 
 
 def memory_markdown(memory: dict[str, Any] | None) -> list[str]:
@@ -526,6 +652,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"| peak RSS | {results['peak_rss_mb']} MB | | |",
         *memory_markdown(results.get("memory")),
         "",
+        *budget_markdown(results.get("detection_budget")),
         "| fault | strategy | found/seeds | median s | worst s | median examples | shrunk steps | shrunk non-zero delays |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -11,7 +11,7 @@ import argparse
 import functools
 import json
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from stateful.errors import HarnessError, UsageError
 
@@ -23,6 +23,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse ``type``: ``convert``, refusing zero and below."""
+
+    def parse(text: str) -> float:
+        value = convert(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse's "invalid int value" names the type by it
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a run under 2 minutes")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--write-docs", metavar="PATH", help="also write the table as Markdown to PATH")
+    bench.add_argument("--seeds", type=_positive(int), help="seeds per fault and strategy (default 5; --quick 1)")
+    bench.add_argument(
+        "--seconds", type=_positive(float), help="wall-clock cap of each seed's campaign (default 60; --quick 2)"
+    )
+    bench.add_argument("--jobs", type=_positive(int), default=1, help="campaigns run at once, one process each")
     return parser
 
 
@@ -183,4 +201,7 @@ def _faults(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from stateful.bench import run_bench
 
-    return run_bench(quick=args.quick, as_json=args.json, docs_path=args.write_docs)
+    return run_bench(
+        quick=args.quick, as_json=args.json, docs_path=args.write_docs, seeds=args.seeds, cap_s=args.seconds,
+        jobs=args.jobs,
+    )

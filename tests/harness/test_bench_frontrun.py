@@ -136,7 +136,7 @@ def test_markdown_shows_not_found_and_no_shrunk_size_for_frontrun():
 
 def test_without_frontrun_the_rows_are_missing_with_the_reason(monkeypatch):
     monkeypatch.setattr(frontrun_baseline, "available", lambda: None)
-    rows, info = bench.frontrun_baseline_rows(quick=True)
+    rows, info = bench.frontrun_baseline_rows(quick=True, cap=2.0)
     assert rows == []
     assert "not installed" in info["skipped"]
     assert "frontrun rows are missing: frontrun is not installed" in bench.markdown(_results([], info))
