@@ -19,7 +19,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -34,7 +33,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from stateful.campaign import Campaign, CampaignOptions
-from stateful.errors import Finding, HarnessError
+from stateful.detection_chart import detection_svg
+from stateful.errors import Finding, HarnessError, UsageError
 from stateful.faults import Fault, builtin_faults, select_faults
 from stateful.machine import MachineConfig, make_machine
 from stateful.scheduler import Scheduler, checkpoint
@@ -516,21 +516,22 @@ def frontrun_baseline_rows(
 # -- the whole run -------------------------------------------------------------------------
 
 
-def run_bench(
-    quick: bool, as_json: bool, docs_path: str | None, seeds: int | None = None, cap_s: float | None = None,
-    jobs: int = 1,
-) -> int:
-    """The whole benchmark; ``seeds`` and ``cap_s`` override the detection budget, ``jobs`` runs its
-    campaigns that many at a time (throughput and windows always run alone, in this process)."""
+def budget_for(quick: bool, seeds: int | None = None, cap_s: float | None = None) -> DetectionBudget:
+    """The full or quick detection budget, with ``seeds`` and each seed's ``cap_s`` overridden where given."""
     budget = QUICK_BUDGET if quick else FULL_BUDGET
     if seeds:
         budget = replace(budget, seeds=seeds)
     if cap_s:
         budget = replace(budget, cap_s=cap_s, shrink_s=min(budget.shrink_s, cap_s))
+    return budget
 
-    def log(line: str) -> None:
-        print(f"bench: {line}", file=sys.stderr, flush=True)
 
+def measure(quick: bool, budget: DetectionBudget, jobs: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """The whole benchmark, as ``bench --json`` prints it.
+
+    ``jobs`` runs the detection campaigns (and frontrun's explorations) that
+    many at a time; throughput, memory and windows always run alone, here.
+    """
     rounds = 2000 if quick else 20000
     log("throughput")
     pingpong = pingpong_seconds(rounds)
@@ -557,13 +558,37 @@ def run_bench(
     frontrun_rows, results["frontrun"] = frontrun_baseline_rows(quick, budget.cap_s, jobs, log)
     results["detection"] = merge_by_fault(results["detection"], frontrun_rows)
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    if as_json:
-        print(json.dumps(results))
-    else:
-        print(markdown(results))
+    return results
+
+
+#: what :func:`markdown` reads of a report (CONTRACT's keys, and the baselines' own numbers)
+REPORT_KEYS = (
+    "machine", "handoff_ratio", "handoff_us", "pingpong_us", "model_ops_per_s", "steps_per_s",
+    "plain_steps_per_s", "steps_ratio_vs_plain", "peak_rss_mb", "detection",
+)
+
+
+def load_results(path: str) -> dict[str, Any]:
+    """A saved ``bench --json`` report (e.g. the nightly job's), to draw again; UsageError if it is not one."""
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"bench --render {path}: cannot read a JSON report: {error}") from None
+    missing = [key for key in REPORT_KEYS if not isinstance(results, dict) or key not in results]
+    if missing:
+        raise UsageError(f"bench --render {path}: not a bench --json report (no {', '.join(missing)})")
+    return results
+
+
+def publish(results: dict[str, Any], as_json: bool, docs_path: str | None, svg_path: str | None) -> None:
+    """Print the report (JSON or Markdown); also write the Markdown table and the detection picture."""
+    print(json.dumps(results) if as_json else markdown(results))
     if docs_path:
         Path(docs_path).write_text(f"# Benchmarks\n\n{markdown(results)}\n")
-    return 0
+    if svg_path:
+        cap_s = results.get("detection_budget", {}).get("cap_s", FULL_BUDGET.cap_s)
+        title = f"Seconds to the first finding ({results['machine']})"
+        Path(svg_path).write_text(detection_svg(results["detection"], cap_s, title))
 
 
 def merge_by_fault(rows: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
         "--seconds", type=_positive(float), help="wall-clock cap of each seed's campaign (default 60; --quick 2)"
     )
     bench.add_argument("--jobs", type=_positive(int), default=1, help="campaigns run at once, one process each")
+    bench.add_argument("--svg", metavar="PATH", help="also draw the detection rows as an SVG image")
+    bench.add_argument(
+        "--render", metavar="FILE.json", help="print (and write) the table of a saved bench --json run; run nothing"
+    )
     return parser
 
 
@@ -199,9 +203,14 @@ def _faults(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from stateful.bench import run_bench
+    from stateful.bench import budget_for, load_results, measure, publish
 
-    return run_bench(
-        quick=args.quick, as_json=args.json, docs_path=args.write_docs, seeds=args.seeds, cap_s=args.seconds,
-        jobs=args.jobs,
-    )
+    def log(line: str) -> None:
+        print(f"bench: {line}", file=sys.stderr, flush=True)
+
+    if args.render:
+        results = load_results(args.render)
+    else:
+        results = measure(args.quick, budget_for(args.quick, args.seeds, args.seconds), args.jobs, log)
+    publish(results, as_json=args.json, docs_path=args.write_docs, svg_path=args.svg)
+    return EXIT_OK
