@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import gc
 import json
-import multiprocessing
 import os
 import platform
 import resource
@@ -22,10 +21,9 @@ import statistics
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import fixtures
 from hypothesis import HealthCheck, Phase, given, settings
@@ -37,6 +35,7 @@ from stateful.detection_chart import detection_svg
 from stateful.errors import Finding, HarnessError, UsageError
 from stateful.faults import Fault, builtin_faults, select_faults
 from stateful.machine import MachineConfig, make_machine
+from stateful.parallel import run_cells
 from stateful.scheduler import Scheduler, checkpoint
 from stateful.regression import RegressionCase, load
 from stateful.session import Session
@@ -152,8 +151,13 @@ def machine_throughput(examples: int) -> tuple[float, float]:
     return ours, plain
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(children: bool = False) -> float:
+    """This process's peak RSS in MB; with ``children``, the larger of it and its biggest child's
+    (``--jobs`` campaigns run in child processes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if children:
+        peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return peak / 1024
 
 
 # -- detection --------------------------------------------------------------------------
@@ -209,6 +213,8 @@ def detect_seed(fault: str, strategy: str, seed: int, budget: DetectionBudget) -
             duration=budget.cap_s, db="none", regressions=directory, profile="dev", shrink_seconds=budget.shrink_s,
         )
         report = Campaign(options).run()
+    if report.interrupted:
+        raise KeyboardInterrupt  # the campaign stopped at a Ctrl-C: its seed did not run out its budget
     if report.harness_errors:
         raise HarnessError(f"bench {fault}/{strategy}/seed {seed}: {report.harness_error_messages}")
     if not report.findings:
@@ -223,9 +229,9 @@ def detect_seed(fault: str, strategy: str, seed: int, budget: DetectionBudget) -
 
 def summarize(fault: str, strategy: str, runs: list[SeedRun]) -> Detection:
     """The ``detection`` row of one fault and strategy from its seeds' runs."""
-    hits = [run for run in runs if run.seconds is not None]
-    seconds = [run.seconds for run in hits if run.seconds is not None]
-    smallest = min(run.shrunk for run in hits if run.shrunk) if hits else (None, None)
+    hits = [run for run in runs if run.seconds is not None and run.examples is not None]
+    seconds = [run.seconds for run in hits if run.seconds is not None]  # (all of them: for the type checker)
+    smallest = min((run.shrunk for run in hits if run.shrunk), default=(None, None))
     return Detection(
         fault, "model", strategy, len(runs), len(hits),
         round(statistics.median(seconds), 3) if hits else None,
@@ -235,39 +241,16 @@ def summarize(fault: str, strategy: str, runs: list[SeedRun]) -> Detection:
     )
 
 
-def detect(fault: str, strategy: str, budget: DetectionBudget) -> Detection:
-    """One fault under one strategy over the budget's seeds, one after another in this process."""
-    return summarize(fault, strategy, [detect_seed(fault, strategy, seed, budget) for seed in range(budget.seeds)])
-
-
-T = TypeVar("T")
-
-
-def run_cells(cells: list[Callable[[], T]], jobs: int, done: Callable[[int, T], None]) -> list[T]:
-    """Every cell's result in order, ``jobs`` at a time in spawned processes (``jobs`` 1: here).
-
-    ``done(index, result)`` is told of each cell as it finishes, in the order
-    they finish.  Cells must be picklable (module-level functions and
-    partials of them) and independent: each seed's campaign is a fresh
-    Hypothesis run, so where it runs changes its seconds, not its examples.
-    """
-    if jobs <= 1:
-        results = []
-        for index, cell in enumerate(cells):
-            results.append(cell())
-            done(index, results[-1])
-        return results
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(cell): index for index, cell in enumerate(cells)}
-        for future in as_completed(futures):
-            done(futures[future], future.result())
-        return [future.result() for future in futures]
-
-
 def detection_rows(
     faults: list[str], strategies: list[str], budget: DetectionBudget, jobs: int, log: Callable[[str], None]
 ) -> list[Detection]:
-    """One row per fault and strategy, each seed's campaign a cell of :func:`run_cells`."""
+    """One row per fault and strategy; each seed's campaign is a cell of :func:`~stateful.parallel.run_cells`.
+
+    Running ``jobs`` campaigns at once changes more than their seconds when
+    the cores are short: a campaign that reaches its cap under load has run
+    fewer examples, and wall-clock sleeps interleave differently.  So
+    ``jobs`` should not exceed the cores.
+    """
     keys = [(fault, strategy, seed) for fault in faults for strategy in strategies for seed in range(budget.seeds)]
     started, finished = time.perf_counter(), 0
 
@@ -279,11 +262,13 @@ def detection_rows(
         log(f"detection {finished}/{len(keys)}, {time.perf_counter() - started:.0f} s in: "
             f"{fault} {strategy} seed {seed}: {found}")
 
-    runs = run_cells([functools.partial(detect_seed, *key, budget) for key in keys], jobs, done)
-    by_cell: dict[tuple[str, str], list[SeedRun]] = {}
+    cells = [(f"{fault} {strategy} seed {seed}", functools.partial(detect_seed, fault, strategy, seed, budget))
+             for fault, strategy, seed in keys]
+    runs = run_cells(cells, jobs, done)
+    by_row: dict[tuple[str, str], list[SeedRun]] = {}
     for (fault, strategy, _), run in zip(keys, runs):
-        by_cell.setdefault((fault, strategy), []).append(run)
-    return [summarize(fault, strategy, cell_runs) for (fault, strategy), cell_runs in by_cell.items()]
+        by_row.setdefault((fault, strategy), []).append(run)
+    return [summarize(fault, strategy, row_runs) for (fault, strategy), row_runs in by_row.items()]
 
 
 # -- schedule power on recorded set-ups --------------------------------------------------------
@@ -471,8 +456,8 @@ def frontrun_cell(
 ) -> tuple[Detection, list[dict[str, Any]]]:
     """:func:`frontrun_detect` of a fault by name, with its log: one cell of :func:`run_cells`."""
     log: list[dict[str, Any]] = []
-    (found,) = [f for f in builtin_faults("model") if f.name == fault]
-    return frontrun_detect(found, exploration, seeds, max_executions, duration, log), log
+    (switch,) = [f for f in builtin_faults("model") if f.name == fault]
+    return frontrun_detect(switch, exploration, seeds, max_executions, duration, log), log
 
 
 def frontrun_baseline_rows(
@@ -481,16 +466,16 @@ def frontrun_baseline_rows(
     """(frontrun's detection rows, random and DPOR for each fault set up; what was and wasn't).
 
     ``cap`` is each run's wall-clock cap, the same as each seed of our
-    strategies gets (:func:`run_bench`).
+    strategies gets (:func:`measure`).
     """
     from stateful import frontrun_baseline
 
-    seeds, budget = (1, 100) if quick else (3, 2000)
+    seeds, max_executions = (1, 100) if quick else (3, 2000)
     version = frontrun_baseline.available()
     info: dict[str, Any] = {
         "version": version,
         "random_seeds": seeds,
-        "max_executions": budget,
+        "max_executions": max_executions,
         "cap_s": cap,
         "not_set_up": dict(frontrun_baseline.NOT_SET_UP),
     }
@@ -507,7 +492,9 @@ def frontrun_baseline_rows(
         row = result[0]
         log(f"frontrun {keys[index][0]} {keys[index][1]}: {row.found}/{row.seeds} found")
 
-    cells = [functools.partial(frontrun_cell, *key, seeds, budget, cap) for key in keys]
+    cells = [(f"frontrun {fault} {exploration}",
+              functools.partial(frontrun_cell, fault, exploration, seeds, max_executions, cap))
+             for fault, exploration in keys]
     results = run_cells(cells, jobs, done)
     info["runs"] = [run for _, runs in results for run in runs]
     return [asdict(row) for row, _ in results], info
@@ -557,7 +544,7 @@ def measure(quick: bool, budget: DetectionBudget, jobs: int, log: Callable[[str]
     results["detection"] = [asdict(row) for row in detection_rows(faults, strategies, budget, jobs, log)]
     frontrun_rows, results["frontrun"] = frontrun_baseline_rows(quick, budget.cap_s, jobs, log)
     results["detection"] = merge_by_fault(results["detection"], frontrun_rows)
-    results["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    results["peak_rss_mb"] = round(peak_rss_mb(children=True), 1)
     return results
 
 
@@ -603,9 +590,9 @@ def budget_markdown(budget: dict[str, Any] | None) -> list[str]:
     if not budget:
         return []
     return [
-        f"Detection: {budget['seeds']} seed(s) per fault and strategy, each seed a `fuzz` campaign of up to "
-        f"{budget['max_examples']} examples or {budget['cap_s']:g} s, then up to {budget['shrink_s']:g} s of "
-        f"shrinking; {budget['jobs']} campaign(s) at a time.",
+        f"Detection: {budget['seeds']} seed(s) per fault and schedule strategy, each seed a `fuzz` campaign of "
+        f"up to {budget['max_examples']} examples or {budget['cap_s']:g} s, then up to {budget['shrink_s']:g} s "
+        f"of shrinking; {budget['jobs']} campaign(s) at a time (frontrun's budget: in its notes below).",
         "",
     ]
 

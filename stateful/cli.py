@@ -1,8 +1,9 @@
 """``python -m stateful SUBCOMMAND``: fuzz, replay, faults, bench (see shared/CONTRACT.md).
 
 Exit codes for every subcommand: 0 nothing wrong found, 1 a finding, 2 a
-harness or usage error.  Usage errors are one line on stderr naming the
-option or file.
+harness or usage error (and 130 for a bench stopped by Ctrl-C, which has
+nothing to report).  Usage errors are one line on stderr naming the option
+or file.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
+import os
 import sys
 from typing import Callable, Sequence
 
 from stateful.errors import HarnessError, UsageError
 
 EXIT_OK, EXIT_FINDING, EXIT_HARNESS = 0, 1, 2
+#: a run stopped by Ctrl-C before it had anything to report (the shell's convention: 128 + SIGINT)
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,8 +35,8 @@ def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
 
     def parse(text: str) -> float:
         value = convert(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        if not 0 < value < math.inf:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
         return value
 
     parse.__name__ = convert.__name__  # argparse's "invalid int value" names the type by it
@@ -87,9 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a run under 2 minutes")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--write-docs", metavar="PATH", help="also write the table as Markdown to PATH")
-    bench.add_argument("--seeds", type=_positive(int), help="seeds per fault and strategy (default 5; --quick 1)")
     bench.add_argument(
-        "--seconds", type=_positive(float), help="wall-clock cap of each seed's campaign (default 60; --quick 2)"
+        "--seeds", type=_positive(int), help="seeds per fault and schedule strategy (default 5; --quick 1)"
+    )
+    bench.add_argument(
+        "--seconds", type=_positive(float),
+        help="wall-clock cap of each seed's campaign, of its shrink and of each frontrun run (default 60; --quick 2)",
     )
     bench.add_argument("--jobs", type=_positive(int), default=1, help="campaigns run at once, one process each")
     bench.add_argument("--svg", metavar="PATH", help="also draw the detection rows as an SVG image")
@@ -208,9 +216,18 @@ def _bench(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(f"bench: {line}", file=sys.stderr, flush=True)
 
+    for option, path in (("--write-docs", args.write_docs), ("--svg", args.svg)):
+        if path and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise UsageError(f"{option} {path}: its directory does not exist or is not writable")
     if args.render:
+        if args.quick or args.seeds or args.seconds or args.jobs != 1:
+            raise UsageError("--render draws a saved run: --quick, --seeds, --seconds and --jobs are for running one")
         results = load_results(args.render)
     else:
-        results = measure(args.quick, budget_for(args.quick, args.seeds, args.seconds), args.jobs, log)
+        try:
+            results = measure(args.quick, budget_for(args.quick, args.seeds, args.seconds), args.jobs, log)
+        except KeyboardInterrupt:
+            print("bench: interrupted; nothing written", file=sys.stderr)
+            return EXIT_INTERRUPTED
     publish(results, as_json=args.json, docs_path=args.write_docs, svg_path=args.svg)
     return EXIT_OK

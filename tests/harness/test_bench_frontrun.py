@@ -9,6 +9,7 @@ timed.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,18 @@ def test_a_budget_too_small_is_a_not_found_row():
     # DPOR is deterministic: one run
     assert (row.strategy, row.variant, row.seeds, row.found) == ("frontrun", "dpor", 1, 0)
     assert (row.median_s, row.worst_s, row.median_examples, row.shrunk_steps) == (None, None, None, None)
+
+
+@needs_frontrun
+def test_a_frontrun_cell_runs_in_a_spawned_process():
+    from stateful.parallel import run_cells
+
+    cell = functools.partial(bench.frontrun_cell, "lp1879878-revert", "random", 2, 10, 60.0)
+    ((row, log),) = run_cells([("frontrun cell", cell)], jobs=2, done=lambda index, result: None)
+    assert (row.fault, row.strategy, row.variant, row.seeds, row.found) == (
+        "lp1879878-revert", "frontrun", "random", 2, 2
+    )
+    assert [run["seed"] for run in log] == [0, 1]
 
 
 @needs_frontrun

@@ -51,9 +51,9 @@ def one_line_error(capsys) -> str:
             "--faults-from no/such/file.py: no such file",
         ),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["bench", "--seeds", "0"], "argument --seeds: must be positive, not 0"),
+        (["bench", "--seeds", "0"], "argument --seeds: must be a positive number, not 0"),
+        (["bench", "--seconds", "nan"], "argument --seconds: must be a positive number, not nan"),
         (["bench", "--render", "no/such/bench.json"], "bench --render no/such/bench.json: cannot read a JSON report"),
-        (["bench", "--render", "README.md"], "bench --render README.md: cannot read a JSON report"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, fragment, tmp_path):
