@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from stateful.campaign import Campaign, CampaignOptions
+from stateful.campaign import NOT_REPLAYABLE, Campaign, CampaignOptions
 from stateful.detection_chart import detection_svg
 from stateful.errors import Finding, HarnessError, UsageError
 from stateful.faults import Fault, builtin_faults, select_faults
@@ -198,7 +198,11 @@ QUICK_BUDGET = DetectionBudget(seeds=1, max_examples=60, cap_s=2.0, shrink_s=1.0
 
 @dataclass(frozen=True)
 class SeedRun:
-    """One seed's campaign of one fault under one strategy; the sizes are None when it found nothing."""
+    """One seed's campaign of one fault under one strategy.
+
+    All None when it found nothing; ``shrunk`` (steps, non-zero delays) is
+    also None for a schedule whose findings are not shrunk (NOT_REPLAYABLE).
+    """
 
     seconds: float | None
     examples: int | None
@@ -223,7 +227,7 @@ def detect_seed(fault: str, strategy: str, seed: int, budget: DetectionBudget) -
     return SeedRun(
         finding.first_failure_s or finding.elapsed_s,
         finding.first_failure_examples or report.examples,
-        (finding.steps, finding.nonzero_delays),
+        (finding.steps, finding.nonzero_delays) if strategy not in NOT_REPLAYABLE else None,
     )
 
 
@@ -648,8 +652,8 @@ def markdown(results: dict[str, Any]) -> str:
         return f"{d['strategy']} ({d['variant']})" if d.get("variant") else d["strategy"]
 
     def shrunk(d: dict[str, Any], key: str) -> str:
-        # frontrun does not shrink: a size it never had is not applicable, not "not found"
-        return "n/a" if d["found"] and d["strategy"] == "frontrun" else cell(d[key])
+        # frontrun and wall-clock sleeps do not shrink: a size never had is not applicable, not "not found"
+        return "n/a" if d["found"] and d[key] is None else cell(d[key])
 
     lines = [
         f"Machine: {results['machine']}",
@@ -674,6 +678,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"{cell(d['worst_s'])} | {cell(d['median_examples'])} | {shrunk(d, 'shrunk_steps')} | "
             f"{shrunk(d, 'shrunk_nonzero_delays')} |"
         )
+    lines += [
+        "",
+        "Strategies: `virtual` our Hypothesis-drawn virtual delays (the default); `pct` PCT's priority "
+        "change points; `sequential` no delays, each step's operations one after another; `wallclock` "
+        "free-running threads with real sleeps of up to 2 ms at about half the checkpoints (the method of "
+        "Nova's hand-written race tests, scaled down): not deterministic, so its findings are kept as first "
+        "seen, not shrunk (n/a).",
+    ]
     lines += frontrun_notes(results)
     lines += windows_markdown(results.get("windows"))
     return "\n".join(lines)

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import fixtures
-from hypothesis import Verbosity, seed, settings
+from hypothesis import Phase, Verbosity, seed, settings
 from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
-from hypothesis.errors import HypothesisException
+from hypothesis.errors import FlakyFailure, HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
 
 from stateful.errors import Finding, StopRequested, UsageError
@@ -60,6 +60,10 @@ SCHEDULES: dict[str, Callable[[Any], Any]] = {
     "sequential": lambda data: FixedDelays(),
     "wallclock": WallClockDelays,
 }
+#: Schedules whose interleavings are not drawn by Hypothesis, so a failure
+#: need not happen again when Hypothesis runs its example again: their
+#: findings are kept as first seen, neither shrunk nor minimized.
+NOT_REPLAYABLE = frozenset({"wallclock"})
 
 
 @dataclass
@@ -314,43 +318,68 @@ class Worker:
         options = self.options
         base_seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(4), "big")
         chunk_number = 0
+        replayable = options.schedule not in NOT_REPLAYABLE
         while not self.out_of_budget():
             chunk_seed = (base_seed * 1_000_003 + self.index) * 10_007 + chunk_number
             chunk_number += 1
             limit = CHUNK
             if options.max_examples is not None:
                 limit = min(limit, -(-options.max_examples // options.workers) - self.examples)
+            profile = PROFILES[options.profile]
             chunk_settings = settings(
-                PROFILES[options.profile],
+                profile,
                 max_examples=max(1, limit),
                 database=database,
                 derandomize=False,
                 verbosity=Verbosity.quiet,
                 report_multiple_bugs=False,
                 print_blob=False,
+                # shrinking a failure that need not happen again would only run out the shrink budget
+                phases=[phase for phase in profile.phases if replayable or phase not in (Phase.shrink, Phase.explain)],
             )
             try:
                 run_state_machine_as_test(seed(chunk_seed)(machine), settings=chunk_settings)
             except StopRequested:
                 break
             except Finding as finding:
-                self.report_finding(finding)
+                self.report_finding(finding, replayable)
+                break
+            except FlakyFailure as flaky:
+                finding = first_finding(flaky)
+                if finding is None or replayable:
+                    self.emit("harness_error", f"worker {self.index}: {type(flaky).__name__}: {flaky}")
+                else:
+                    self.report_finding(finding, replayable=False)
                 break
             except (Exception, HypothesisException) as error:  # noqa: BLE001 - the fuzzer broke
                 self.emit("harness_error", f"worker {self.index}: {type(error).__name__}: {error}")
                 break
 
-    def report_finding(self, finding: Finding) -> None:
+    def report_finding(self, finding: Finding, replayable: bool = True) -> None:
+        """Minimize a finding's recording, write it as a regression file and report it.
+
+        A finding of a schedule that is not ``replayable`` (NOT_REPLAYABLE) is
+        written as it was first seen: its steps ran under real sleeps, which
+        its replay cannot bring back, so replaying smaller recordings would
+        prove nothing.
+        """
         recording: Recording | None = getattr(finding, "stateful_recording", None)
         if recording is None:
             self.emit("harness_error", f"worker {self.index}: a finding without a recording: {finding}")
             return
-        recording, finding = minimize(
-            recording, finding, target_factory(self.options.target), self.faults,
-            self.options.shrink_seconds, stop=self.hurry.is_set,
-        )
+        if replayable:
+            recording, finding = minimize(
+                recording, finding, target_factory(self.options.target), self.faults,
+                self.options.shrink_seconds, stop=self.hurry.is_set,
+            )
         cut_short = self.shrink_budget.cut.is_set() or self.hurry.is_set()
         notes = self.notes() + (" Shrinking was cut short by a stop request." if cut_short else "")
+        if not replayable:
+            notes += (
+                f" Found under the {self.options.schedule} schedule, which is not deterministic: kept as first"
+                " seen, not shrunk; its replay runs each step's operations in sequence and may not break"
+                " the invariant again."
+            )
         path = write(case_from_finding(recording, finding, notes), self.options.regressions)
         self.emit(
             "finding",
@@ -374,6 +403,17 @@ class Worker:
             f"seed {options.seed}, worker {self.index}); shrunk by Hypothesis, then minimized by replay."
         )
         return " ".join([found_by, *(f"{fault.name}: {fault.description} ({fault.bug})." for fault in self.faults)])
+
+
+def first_finding(error: BaseException) -> Finding | None:
+    """The first Finding in ``error`` or, for an exception group (Hypothesis's FlakyFailure), inside it."""
+    if isinstance(error, Finding):
+        return error
+    for inner in getattr(error, "exceptions", ()):
+        found = first_finding(inner)
+        if found is not None:
+            return found
+    return None
 
 
 def _stop_now(stop: Any, hurry: Any) -> None:
