@@ -35,7 +35,7 @@ from typing import Any, Callable
 import fixtures
 from hypothesis import Phase, Verbosity, seed, settings
 from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
-from hypothesis.errors import FlakyFailure, HypothesisException
+from hypothesis.errors import Flaky, HypothesisException
 from hypothesis.stateful import run_state_machine_as_test
 
 from stateful.errors import Finding, StopRequested, UsageError
@@ -251,6 +251,8 @@ class Worker:
         self.unsent: list[str] = []
         self.last_sample = 0.0
         self.first_failure: tuple[float, int] | None = None
+        #: the recording of the first example that broke an invariant
+        self.first_broken: Recording | None = None
         self.faults: tuple[Fault, ...] = ()
 
     def out_of_budget(self) -> bool:
@@ -277,6 +279,7 @@ class Worker:
         self.examples += 1
         if recording.broke is not None and self.first_failure is None:
             self.first_failure = (round(time.monotonic() - self.started, 3), self.examples)
+            self.first_broken = recording
         self.steps += len(recording.steps)
         for trace in recording.traces:
             signature = interleaving_signature(trace)
@@ -344,26 +347,29 @@ class Worker:
             except Finding as finding:
                 self.report_finding(finding, replayable)
                 break
-            except FlakyFailure as flaky:
-                finding = first_finding(flaky)
-                if finding is None or replayable:
+            except Flaky as flaky:
+                # Under real sleeps Hypothesis's re-run of a failing example may pass, or even draw other
+                # steps (each step's outcome steers the next draws): the failure seen first is the finding.
+                first = self.first_broken
+                if replayable or first is None or first.broke is None:
                     self.emit("harness_error", f"worker {self.index}: {type(flaky).__name__}: {flaky}")
                 else:
-                    self.report_finding(finding, replayable=False)
+                    self.report_finding(first.broke, replayable=False, recording=first)
                 break
             except (Exception, HypothesisException) as error:  # noqa: BLE001 - the fuzzer broke
                 self.emit("harness_error", f"worker {self.index}: {type(error).__name__}: {error}")
                 break
 
-    def report_finding(self, finding: Finding, replayable: bool = True) -> None:
-        """Minimize a finding's recording, write it as a regression file and report it.
+    def report_finding(self, finding: Finding, replayable: bool = True, recording: Recording | None = None) -> None:
+        """Minimize a finding's recording (by default the one the machine attached to it), write it
+        as a regression file and report it.
 
         A finding of a schedule that is not ``replayable`` (NOT_REPLAYABLE) is
         written as it was first seen: its steps ran under real sleeps, which
         its replay cannot bring back, so replaying smaller recordings would
         prove nothing.
         """
-        recording: Recording | None = getattr(finding, "stateful_recording", None)
+        recording = recording or getattr(finding, "stateful_recording", None)
         if recording is None:
             self.emit("harness_error", f"worker {self.index}: a finding without a recording: {finding}")
             return
@@ -403,17 +409,6 @@ class Worker:
             f"seed {options.seed}, worker {self.index}); shrunk by Hypothesis, then minimized by replay."
         )
         return " ".join([found_by, *(f"{fault.name}: {fault.description} ({fault.bug})." for fault in self.faults)])
-
-
-def first_finding(error: BaseException) -> Finding | None:
-    """The first Finding in ``error`` or, for an exception group (Hypothesis's FlakyFailure), inside it."""
-    if isinstance(error, Finding):
-        return error
-    for inner in getattr(error, "exceptions", ()):
-        found = first_finding(inner)
-        if found is not None:
-            return found
-    return None
 
 
 def _stop_now(stop: Any, hurry: Any) -> None:

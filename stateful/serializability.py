@@ -62,7 +62,7 @@ def check_step(session: Session, result: StepResult, target: Callable[[], Target
     try:
         check_serializable(session.recording, succeeded, end, target, session.faults)
     except Finding as finding:
-        session.recording.broke = finding.invariant
+        session.recording.broke = finding
         raise
 
 

@@ -58,8 +58,8 @@ class Recording:
     #: The trace of each concurrent step, in order (not stored in files: a
     #: replay regenerates it, and comparing the two is the determinism check).
     traces: list[list[TraceEvent]] = field(default_factory=list)
-    #: The invariant the example broke, if it did (set as the finding is raised).
-    broke: str | None = None
+    #: The finding the example ended in, if it did (set as the finding is raised).
+    broke: Finding | None = None
 
     @property
     def nonzero_delays(self) -> int:
@@ -110,7 +110,7 @@ class Session(fixtures.Fixture):
         try:
             return self._apply(tuple(ops), strategy)
         except Finding as finding:
-            self.recording.broke = finding.invariant
+            self.recording.broke = finding
             raise
 
     def apply_recorded(self, step: StepRecord) -> StepResult:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis.errors import FlakyFailure, FlakyStrategyDefinition
 
 import models
 import stateful
@@ -67,11 +68,10 @@ def test_a_session_reports_the_harness_error_and_a_system_error_as_a_finding(mon
             session.apply([create])
 
 
-def _campaign_whose_failure_does_not_recur(schedule: str, tmp_path: Path) -> Any:
-    """A campaign whose first Hypothesis run ends as one does when a failure does not happen again
-    on its re-run: FlakyFailure around the first failure (a Finding, with its recording)."""
+def _campaign_whose_failure_does_not_recur(schedule: str, flaky: type, tmp_path: Path) -> Any:
+    """A campaign whose first Hypothesis run ends as one does when a failing example, run again,
+    does not fail (FlakyFailure) or draws other steps (FlakyStrategyDefinition)."""
     import fixtures
-    from hypothesis.errors import FlakyFailure
 
     from stateful.campaign import Campaign, CampaignOptions
     from stateful.regression import load
@@ -80,33 +80,36 @@ def _campaign_whose_failure_does_not_recur(schedule: str, tmp_path: Path) -> Any
         path for path in sorted((Path(__file__).parents[1] / "regressions").glob("*.json"))
         if json.loads(path.read_text())["faults"] == ["lp1879878-revert"]
     )
-    finding = Finding("usage-matches-oracle", "host1 vcpus: tracked 2, but ... imply 0")
-    finding.stateful_recording = load(recorded).recording  # type: ignore[attr-defined]
+    recording = load(recorded).recording
+    recording.broke = Finding("usage-matches-oracle", "host1 vcpus: tracked 2, but ... imply 0")
 
-    def not_again(*args: Any, **kwargs: Any) -> None:
-        raise FlakyFailure("Inconsistent results: failed on the first run but now succeeds", [finding])
+    def fails_then_not_again(machine: Any, settings: Any) -> None:
+        machine.config.on_example(recording)
+        raise flaky("Inconsistent results: failed on the first run but now succeeds", [recording.broke])
 
     options = CampaignOptions(
         faults=["lp1879878-revert"], schedule=schedule, seed=0, db="none", regressions=str(tmp_path)
     )
-    with fixtures.MonkeyPatch("stateful.campaign.run_state_machine_as_test", not_again):
+    with fixtures.MonkeyPatch("stateful.campaign.run_state_machine_as_test", fails_then_not_again):
         return Campaign(options).run()
 
 
-def test_a_wall_clock_failure_that_does_not_recur_is_still_a_finding(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flaky", [FlakyFailure, FlakyStrategyDefinition])
+def test_a_wall_clock_failure_that_does_not_recur_is_still_a_finding(tmp_path: Path, flaky: type) -> None:
     """Real sleeps on free-running threads need not interleave the same way twice: that is the
     strategy, not the fuzzer, failing to be deterministic."""
-    report = _campaign_whose_failure_does_not_recur("wallclock", tmp_path)
+    report = _campaign_whose_failure_does_not_recur("wallclock", flaky, tmp_path)
     assert report.harness_errors == 0
     (finding,) = report.findings
-    assert finding.invariant == "usage-matches-oracle"
+    assert (finding.invariant, finding.first_failure_examples) == ("usage-matches-oracle", 1)
     (written,) = tmp_path.glob("*.json")
     assert "not deterministic: kept as first seen, not shrunk" in written.read_text()
 
 
-def test_a_virtual_failure_that_does_not_recur_is_the_harness(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flaky", [FlakyFailure, FlakyStrategyDefinition])
+def test_a_virtual_failure_that_does_not_recur_is_the_harness(tmp_path: Path, flaky: type) -> None:
     """Virtual delays are drawn by Hypothesis: the same example must fail the same way again."""
-    report = _campaign_whose_failure_does_not_recur("virtual", tmp_path)
+    report = _campaign_whose_failure_does_not_recur("virtual", flaky, tmp_path)
     assert (report.harness_errors, report.findings) == (1, [])
-    assert "FlakyFailure" in report.harness_error_messages[0]
+    assert flaky.__name__ in report.harness_error_messages[0]
     assert list(tmp_path.glob("*.json")) == []
