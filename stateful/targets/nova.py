@@ -1,8 +1,9 @@
 """Real Nova as a :class:`~stateful.target.Target`.
 
 Each example gets a fresh in-process Nova (:class:`stateful.targets.nova_env.NovaEnv`):
-one compute service per topology host, RPC casts run as calls, so an
-operation returns when Nova is done with it.  Operations go through Nova's
+one compute service per topology host, each RPC cast run to its end before
+the caster goes on (a failure of its callee stays there, as in production),
+so an operation returns when Nova is done with it.  Operations go through Nova's
 REST API (admin, latest microversion) except the audit, which is the
 resource tracker's periodic ``update_available_resource`` run on one compute.
 
@@ -91,8 +92,9 @@ class NovaOperationFailed(Exception):
 TERMINAL = frozenset({"confirmed", "reverted", "failed", "completed", "cancelled", "done", "error"})
 #: Statuses the resource tracker's audit ignores (MigrationList.get_in_progress_and_error).
 AUDIT_IGNORES = frozenset({"confirmed", "reverted", "failed", "completed", "cancelled", "done"})
-#: Refusals raised on the far side of what is a cast in production (so they
-#: never reach the API there; with CastAsCall they come back as a 500): the
+#: Refusals raised on the far side of a cast (production's caster never sees
+#: them; the target reads them back, see NovaTarget._api), or by the API
+#: itself without a 4xx of its own (a 500): the
 #: conductor refusing a live migration, and Nova's compare-and-swap on
 #: task_state / existence detecting a concurrent operation (e.g. a revert that a
 #: delete overtook) — placement's consumer generations too: the conductor's
@@ -110,6 +112,14 @@ CAST_REFUSALS = (
     "UnexpectedDeletingTaskStateError", "UnexpectedTaskStateError", "InstanceNotFound",
     "AllocationMoveFailed", "BuildAbortException",
 )
+
+
+def _refusal(error: BaseException) -> bool:
+    """Whether ``error`` is one of :data:`CAST_REFUSALS` (oslo.messaging re-raises a callee's
+    ``nova.exception.X`` as a subclass named ``X_Remote``)."""
+    return any(cls.__name__ in CAST_REFUSALS for cls in type(error).__mro__)
+
+
 RESOURCES = ("vcpus", "memory_mb", "disk_gb", "pci_devices")
 PLACEMENT_CLASSES = {"vcpus": "VCPU", "memory_mb": "MEMORY_MB", "disk_gb": "DISK_GB"}
 
@@ -263,7 +273,28 @@ class NovaTarget:
         return self.env
 
     def _api(self, call: Callable[[], Any]) -> Any:
-        """Run an API call; a 4xx answer is Nova refusing (NovaRejected), 5xx is not."""
+        """Run an API call; a 4xx answer is Nova refusing (NovaRejected), 5xx is not.
+
+        Then what the call's casts failed with in their callees, which
+        production only logs (:class:`~stateful.targets.nova_env.CastAsSynchronousCall`):
+        an unhandled error is the operation failing (NovaOperationFailed), a
+        refusal (:data:`CAST_REFUSALS`) is Nova giving it up (NovaRejected).
+        """
+        task = current_task()
+        try:
+            result = self._answer(call)
+        finally:
+            failures = nova_env.dropped_cast_failures(task)  # taken even when the answer raised
+        for method, error in failures:
+            if not _refusal(error):
+                raise NovaOperationFailed(f"cast {method} failed: {type(error).__name__}: {error}") from error
+        if failures:
+            method, error = failures[0]
+            raise NovaRejected(f"cast {method} refused: {type(error).__name__}: {error}") from error
+        return result
+
+    @staticmethod
+    def _answer(call: Callable[[], Any]) -> Any:
         try:
             return call()
         except api_client.OpenStackApiException as error:
@@ -271,9 +302,9 @@ class NovaTarget:
             if status is not None and 400 <= status < 500:
                 raise NovaRejected(f"HTTP {status}: {error}") from error
             if status == 500 and any(f"nova.exception.{name}'" in str(error) for name in CAST_REFUSALS):
-                # A refusal the conductor raises into what would be a cast in
-                # production; CastAsCall turns it into the API's 500.
-                raise NovaRejected(f"HTTP {status} (refusal raised through a cast): {error}") from error
+                # A refusal the API does not translate: e.g. evacuate's
+                # compare-and-swap on task_state losing to a concurrent one.
+                raise NovaRejected(f"HTTP {status} (a refusal, not translated): {error}") from error
             raise
 
     def _uuid(self, instance: str) -> str:
@@ -335,8 +366,8 @@ class NovaTarget:
         confirms first) to the resize's source compute, revert to its
         destination and then its source, without checking that their
         services are up.  In production the message waits in the queue for
-        the compute to restart; in process, with casts run as calls, the
-        operation would wait for ever for a stopped service.  Refused here as
+        the compute to restart; in process, where a cast waits for its callee,
+        the operation would wait for ever for a stopped service.  Refused here as
         the model refuses it (``ServiceUnavailable``).
         """
         finished = [m for m in self._migrations() if m.instance_uuid == uuid and m.status == "finished"]

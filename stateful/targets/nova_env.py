@@ -7,8 +7,9 @@ can import eventlet; import it before any other Nova module.
 The environment is Nova's own functional-test fixture stack, set up by
 instantiating a small :class:`_NovaCase` (a ``ProviderUsageBaseTestCase``)
 programmatically: database, placement, conductor, scheduler, API, one compute
-service per topology host, and ``CastAsCallFixture`` so RPC casts run in the
-calling thread (as a chain of RPC-server threads, one at a time).
+service per topology host, and :class:`CastAsSynchronousCall` so an RPC cast
+runs to its end before the caster goes on (as a chain of RPC-server threads,
+one at a time), its callee's failure staying with the callee as in production.
 
 Command line: Nova's own tests with the paste-config fix applied, and a demo
 (create, resize to another host, confirm, audit; prints usage and allocations)::
@@ -216,10 +217,10 @@ _CALLERS_LOCK = threading.Lock()
 class RPCTaskPropagation(fixtures.Fixture):
     """Make the thread that handles an RPC call act as the calling scheduler task.
 
-    With ``CastAsCallFixture`` every cast is a call: the caller blocks on the
-    reply queue while an RPC-server thread runs the endpoint.  That thread is
-    invisible to the virtual scheduler (its task is thread-local), so its
-    checkpoints and lock waits would be lost.  This fixture records, in the
+    With :class:`CastAsSynchronousCall` every cast waits as a call does: the
+    caller blocks on the reply queue while an RPC-server thread runs the
+    endpoint.  That thread is invisible to the virtual scheduler (its task
+    is thread-local), so its checkpoints and lock waits would be lost.  This fixture records, in the
     caller's thread, which task is waiting on each reply queue, and the
     server thread adopts that task for the endpoint's run (dropping it just
     before it replies, when the caller resumes).  The server thread of a
@@ -274,6 +275,69 @@ class RPCTaskPropagation(fixtures.Fixture):
             "oslo_messaging._drivers.impl_fake.FakeExchange.deliver_message", deliver_message))
         self.useFixture(fixtures.MonkeyPatch(
             "oslo_messaging.rpc.server.RPCServer._process_incoming", process_incoming))
+
+
+#: Failures of casts' callees, stopped at the cast: (the caster's scheduler task, None outside a
+#: concurrent step; the method cast; the callee's exception), for the target to read back
+#: (:meth:`stateful.targets.nova.NovaTarget._api`).
+DROPPED_CAST_FAILURES: list[tuple[Any, str, Exception]] = []
+
+
+class CastAsSynchronousCall(fixtures.Fixture):
+    """RPC casts run to their end before the caster goes on, but the callee's failure stays with the callee.
+
+    Nova's ``CastAsCallFixture`` makes ``cast`` the same function as
+    ``call``, so an exception of the callee is raised into the caster, which
+    in production returned as soon as the message was queued (the RPC
+    server only logs it: "Exception during message handling").  The caster
+    then unwinds through code production never runs on that error (e.g.
+    ``prep_resize``'s claim context dropping a claim a second time, seed 26).
+    Here a cast still waits for its callee (the same order, on the same RPC
+    server threads, so a schedule replays), but an ``Exception`` coming back
+    is recorded in :data:`DROPPED_CAST_FAILURES` and the caster goes on as
+    in production.  A cancelled scheduler task still unwinds: its
+    ``TaskCancelled`` reaches the caster as oslo.messaging's ``RemoteError``,
+    raised again here.  Fanout casts go to one server, as in Nova's fixture.
+    """
+
+    def _setUp(self) -> None:
+        from oslo_messaging.rpc import client as rpc_client
+
+        log = std_logging.getLogger(__name__)
+
+        def cast(client, ctxt, method, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                client.call(ctxt, method, **kwargs)
+            except Exception as error:
+                task = stateful_scheduler.current_task()
+                if task is not None and task.cancelled:
+                    raise stateful_scheduler.TaskCancelled() from error
+                DROPPED_CAST_FAILURES.append((task, method, error))
+                log.info("cast %s failed in its callee: %s; the caster goes on", method, type(error).__name__)
+
+        for cls in (rpc_client.RPCClient, rpc_client._CallContext):
+            self.useFixture(fixtures.MonkeyPatch(
+                f"oslo_messaging.rpc.client.{cls.__name__}.prepare", _without_fanout(cls.prepare)))
+            self.useFixture(fixtures.MonkeyPatch(f"oslo_messaging.rpc.client.{cls.__name__}.cast", cast))
+        self.addCleanup(DROPPED_CAST_FAILURES.clear)
+
+
+def _without_fanout(prepare: Any) -> Any:
+    """``prepare`` with fanout off: a fanout message has no reply queue to wait on."""
+
+    def prepare_one(client, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "fanout" in kwargs:
+            kwargs["fanout"] = False
+        return prepare(client, *args, **kwargs)
+
+    return prepare_one
+
+
+def dropped_cast_failures(task: Any) -> list[tuple[str, Exception]]:
+    """Take what the casts of ``task`` (None: outside a concurrent step) dropped since the last take."""
+    taken = [(method, error) for caster, method, error in DROPPED_CAST_FAILURES if caster is task]
+    DROPPED_CAST_FAILURES[:] = [failure for failure in DROPPED_CAST_FAILURES if failure[0] is not task]
+    return taken
 
 
 class PromptFakeRPC(fixtures.Fixture):
@@ -458,7 +522,7 @@ class _NovaCase(integrated_helpers.ProviderUsageBaseTestCase):
         # honours; untargeted contexts keep the default cell (cell1), as a
         # compute's own database does in production.
         self.useFixture(fixtures.MonkeyPatch("nova.context.target_cell", _REAL_TARGET_CELL))
-        self.useFixture(nova_fixtures.CastAsCallFixture(self))
+        self.useFixture(CastAsSynchronousCall())
         self.useFixture(nova_fixtures.SpawnIsSynchronousFixture())
         self.useFixture(RPCTaskPropagation())
         for host in self.topology["hosts"]:
@@ -487,6 +551,7 @@ class NovaEnv:
         self.provider: dict[str, str] = {}
         self.service_ids: dict[str, Any] = {}
         self.records: sqlite3.Connection | None = None
+        self.stopped: set[str] = set()  # hosts whose compute service host_down stopped
 
     def start(self) -> "NovaEnv":
         case_class = type("NovaCase", (_NovaCase,), {"topology": self.topology})
@@ -496,6 +561,7 @@ class NovaEnv:
         self.uuids.setUp()
         try:
             case.setUp()
+            _RUNNING.append(self)
             self.ctx = nova_context.get_admin_context()
             self.records = self._open_records()
             for host in self.topology["hosts"]:
@@ -525,6 +591,8 @@ class NovaEnv:
             return
         TARGET_HOSTS.clear()
         ROLLBACK_LIVE_MIGRATIONS.clear()
+        if self in _RUNNING:
+            _RUNNING.remove(self)
         records, self.records = self.records, None
         if records is not None:
             records.close()
@@ -624,6 +692,7 @@ class NovaEnv:
         """Stop the compute service and force it down (what evacuation needs)."""
         with on_host(host):
             self.computes[host].stop()
+        self.stopped.add(host)
         self.api.put_service(self.service_ids[host], {"forced_down": "true"})
 
     def host_up(self, host: str) -> None:
@@ -636,11 +705,26 @@ class NovaEnv:
         # from this host, which Nova requires before it lets the host be forced up.
         with on_host(host), mock.patch("nova.virt.driver.load_compute_driver", return_value=old.manager.driver):
             self.computes[host] = self.case.start_service("compute", host=host)
+        self.stopped.discard(host)
         self.api.put_service(self.service_ids[host], {"forced_down": "false"})
 
     def allocations(self, consumer: str) -> dict[str, dict[str, int]]:
         body = self.placement.get(f"/allocations/{consumer}").body["allocations"]
         return {rp: dict(alloc["resources"]) for rp, alloc in body.items()}
+
+
+#: The environment started and not yet stopped (one at a time in a process).
+_RUNNING: list[NovaEnv] = []
+
+
+def compute_manager(host: str) -> Any:
+    """The compute manager of ``host`` in the running environment; None while its service is stopped.
+
+    For the fixes of Nova's open races that reach another host's compute
+    directly where a fix in production would send it a message.
+    """
+    (env,) = _RUNNING
+    return None if host in env.stopped else env.computes[host].manager
 
 
 def run_nova_tests(argv: list[str]) -> None:

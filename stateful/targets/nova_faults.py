@@ -51,12 +51,16 @@ that fix out, so Nova's own method runs):
   During a revert, ``finish_revert_resize`` fails before its
   ``_revert_allocation``: the migration (``error``) keeps the source
   allocation for good, and the source's tracker counts the instance until
-  its next audit.  Five patches, below.
+  its next audit.  And a delete between the destination's claim and
+  ``finish_resize`` removes only what the instance's host counts as the
+  instance: the destination keeps the move's claim, and once
+  ``resize_instance`` saved the instance there, the source keeps counting
+  it, each until its next audit.  Six patches, below.
 """
 
 from __future__ import annotations
 
-from stateful.targets import nova_env  # noqa: F401  (threading mode first)
+from stateful.targets import nova_env  # first: puts Nova in threading mode
 
 import contextlib  # noqa: E402
 import functools  # noqa: E402
@@ -183,6 +187,11 @@ def _tracking_arrived_instances(update_usage: Callable[..., Any]) -> Callable[..
     fix: an instance on this node tracked only through its migration is
     tracked as an instance from here on (its usage is already counted), so
     the delete removes it.  The model's ``ResourceTracker._track_arrived_instance``.
+    Not while the migration counts another flavor than the instance's own:
+    a resize before ``finish_resize`` switches it (the delete would take
+    the old flavor off the new one's count; the fix of
+    ``nova-open-delete-mid-move``, :func:`_dropping_move_claims_of_deleted`,
+    drops the claim instead).
     """
 
     @functools.wraps(update_usage)
@@ -193,6 +202,8 @@ def _tracking_arrived_instances(update_usage: Callable[..., Any]) -> Callable[..
             and uuid not in self.tracked_instances
             and uuid in self.tracked_migrations
             and instance.node == nodename
+            and _flavor_id(self._get_flavor(instance, "new_", self.tracked_migrations[uuid]))
+            == _flavor_id(instance.flavor)
         ):
             del self.tracked_migrations[uuid]
             self.tracked_instances.add(uuid)
@@ -415,22 +426,113 @@ def _deleting_move_allocations(delete: Callable[..., Any]) -> Callable[..., Any]
 
 
 @utils.synchronized(_SEMAPHORE, fair=True)
-def _drop_outbound_claim(tracker, context, instance, nodename, flavor):  # type: ignore[no-untyped-def]
-    """What the source still counts for a deleted instance that was leaving it, removed.
+def _drop_claim_of_deleted(  # type: ignore[no-untyped-def]
+    tracker, context, instance, nodename, flavor, prefix
+):
+    """What a node still counts for a deleted instance a move was taking from it, or bringing to it, removed.
 
-    Until the source's next audit its tracker counts the instance as an
-    instance (with the old flavor); after one, through its outbound migration.
+    ``prefix`` is the node's side of the move, as in ``_drop_move_claim``:
+    ``"old_"`` the source, ``"new_"`` the destination, ``flavor`` the one it
+    counts there.  The destination counts the move's claim, a tracked
+    migration.  Until the source's next audit its tracker counts the
+    instance as an instance (with the old flavor); after one, through its
+    outbound migration.
     """
     if flavor is None or tracker.disabled(nodename):
         return
     uuid = instance.uuid
     if uuid in tracker.tracked_migrations:
-        tracker._drop_move_claim(context, instance, nodename, flavor, prefix="old_")
-    elif uuid in tracker.tracked_instances:
+        tracker._drop_move_claim(context, instance, nodename, flavor, prefix=prefix)
+    elif uuid in tracker.tracked_instances and prefix == "old_":
         leaving = instance.obj_clone()
         leaving.flavor = flavor
         tracker._update_usage_from_instance(context, leaving, nodename, is_removed=True)
         tracker._update(context.elevated(), tracker.compute_nodes[nodename])
+
+
+#: Statuses of a cold migration or resize that its hosts may still count: from the destination's claim
+#: to ``finished`` (a delete confirms a ``resized`` instance first, so a move still ``finished`` when the
+#: delete ends had not saved the instance ``resized`` yet), and ``error`` (Nova leaves a failed move's
+#: claims to the next audits).
+_MOVE_UNFINISHED = ("pre-migrating", "migrating", "post-migrating", "finished", "error")
+
+
+def _dropping_move_claims_of_deleted(delete: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix (``nova-open-delete-mid-move``) for ``ComputeManager._delete_instance``: the move's claims.
+
+    From ``prep_resize``'s claim until a confirm or revert a cold migration
+    or resize is counted on both of its hosts: the destination counts the
+    new flavor (a tracked migration), the source the old one (the instance
+    itself; after an audit, its outbound migration).  A delete before
+    ``finish_resize`` saved the instance ``resized`` (after that the delete
+    confirms the resize first) runs on the instance's host (the source
+    until ``resize_instance`` saves it on the destination) and removes only
+    what that host counts as the instance (``update_usage``).  The move then
+    fails on the destroyed instance (``InstanceNotFound`` in
+    ``resize_instance`` on the source or ``finish_resize`` on the
+    destination; the migration ends in ``error``), and nothing drops the
+    rest: the destination's claim, and once the instance was saved there
+    the source's count, stay until each host's next audit (seed 26).  The
+    fix: once the row is destroyed, the delete has each host of such a move
+    drop what it still counts for the instance, under that host's lock.
+    The migrations are read after the destroy: a claim that had not saved
+    the migration's destination by then fails on its instance save and
+    counts nothing, and one under way holds its host's lock until it has
+    counted.  The other host's tracker is reached directly
+    (``nova_env.compute_manager``) where a fix in production would send
+    that compute a message; a stopped compute is skipped (its restart's
+    audit recounts it).
+    """
+
+    @functools.wraps(delete)
+    def fixed(self, context, instance, bdms):  # type: ignore[no-untyped-def]
+        delete(self, context, instance, bdms)
+        unfinished = {"instance_uuid": instance.uuid, "status": list(_MOVE_UNFINISHED)}
+        migrations = objects.MigrationList.get_by_filters(context.elevated(read_deleted="yes"), unfinished)
+        destroyed = _with_deleted_migration_context(context, instance) if migrations else None
+        for migration in migrations:
+            if migration.migration_type not in ("resize", "migration"):
+                continue
+            for host, node, flavor_id, prefix in _counting_sides(migration, instance):
+                manager = self if host == self.host else nova_env.compute_manager(host)
+                if manager is None:
+                    continue
+                flavor = objects.Flavor.get_by_id(context, flavor_id)
+                with on_host(host):
+                    _drop_claim_of_deleted(manager.rt, context, destroyed, node, flavor, prefix)
+
+    return fixed
+
+
+def _counting_sides(migration: Any, instance: Any) -> list[tuple[str, str, int, str]]:
+    """The hosts that may count a cold migration or resize of the deleted ``instance`` beyond what its
+    delete removed, each with its node, the id of the flavor it counts and its side (``_drop_move_claim``'s
+    prefix): the destination (none if the move failed first) and the source.  A same-node resize counts
+    both flavors on its node, the delete removed the instance's own: the other one is left."""
+    source = (migration.source_compute, migration.source_node)
+    dest = (migration.dest_compute, migration.dest_node)
+    if source == dest:
+        if instance.instance_type_id == migration.new_instance_type_id:  # finish_resize switched it
+            return [(*dest, migration.old_instance_type_id, "old_")]
+        return [(*dest, migration.new_instance_type_id, "new_")]
+    sides = [(*dest, migration.new_instance_type_id, "new_")] if dest[0] is not None else []
+    return [*sides, (*source, migration.old_instance_type_id, "old_")]
+
+
+def _with_deleted_migration_context(context: Any, instance: Any) -> Any:
+    """A copy of the destroyed ``instance`` with its migration context, read from its deleted row.
+
+    ``_drop_move_claim`` frees the move's PCI devices through it; loaded
+    lazily it would read the live rows only, and find none.
+    """
+    copy = instance.obj_clone()
+    try:
+        copy.migration_context = objects.MigrationContext.get_by_instance_uuid(
+            context.elevated(read_deleted="yes"), instance.uuid
+        )
+    except exception.MigrationContextNotFound:
+        copy.migration_context = None
+    return copy
 
 
 def _dropping_source_claim_of_deleted(finish: Callable[..., Any]) -> Callable[..., Any]:
@@ -460,7 +562,7 @@ def _dropping_source_claim_of_deleted(finish: Callable[..., Any]) -> Callable[..
         try:
             return finish(self, context, instance, migration, request_spec)
         except exception.InstanceNotFound:
-            _drop_outbound_claim(self.rt, context, instance, migration.source_node, old_flavor)
+            _drop_claim_of_deleted(self.rt, context, instance, migration.source_node, old_flavor, "old_")
             raise
 
     return fixed
@@ -476,10 +578,10 @@ def _conductor_not_reverting_to_deleted(revert: Callable[..., Any]) -> Callable[
     ``ComputeManager._revert_allocation`` does, deleted or not; the same fix.
     And when the migration holds nothing there is nothing to revert: Nova's
     ``SchedulerReportClient.move_allocations`` raises ``KeyError`` when both
-    consumers are empty.  In production the conductor's rollback never
-    follows a compute's own revert (``prep_resize`` is a cast); in process,
-    with casts run as calls, it does when the move failed on a compute, and
-    with the compute's fix above that revert may have left both empty.
+    consumers are empty: the rollback follows the conductor's own failure
+    (scheduling, say), and a delete that destroyed the instance meanwhile
+    has removed the instance's allocations and, with
+    :func:`_deleting_move_allocations`, the migration's too.
     """
 
     @functools.wraps(revert)
@@ -902,6 +1004,7 @@ OPEN_RACE_FIXES: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Calla
     "nova-open-delete-pci-leak": (("update_usage", _freeing_untracked_devices),),
     "nova-open-delete-mid-move": (
         ("nova.compute.manager.ComputeManager._delete_instance", _deleting_move_allocations),
+        ("nova.compute.manager.ComputeManager._delete_instance", _dropping_move_claims_of_deleted),
         ("nova.compute.manager.ComputeManager.finish_revert_resize", _dropping_source_claim_of_deleted),
         ("nova.compute.manager.ComputeManager._revert_allocation", _not_reverting_to_deleted),
         ("nova.conductor.tasks.migrate.revert_allocation_for_migration", _conductor_not_reverting_to_deleted),
@@ -1036,9 +1139,11 @@ FAULTS: list[Fault] = [
     _nova_open(
         "nova-open-delete-mid-move",
         "ComputeManager._revert_allocation moves a failed move's source allocation back to an instance "
-        "that was deleted meanwhile (nova/compute/manager.py)",
-        "a delete during a cold migration or resize leaves the source allocation to the deleted instance",
-        breaks=("terminal-holds-nothing",),
+        "that was deleted meanwhile, and ComputeManager._delete_instance removes only what the instance's "
+        "host counts as the instance (nova/compute/manager.py)",
+        "a delete during a cold migration or resize leaves the source allocation to the deleted instance, "
+        "and the move's claims counted on its hosts",
+        breaks=("terminal-holds-nothing", "usage-matches-oracle"),
     ),
     _nova_open(
         "nova-open-move-racing-delete",

@@ -359,6 +359,43 @@ def test_the_target_fixes_delete_mid_move_by_default(schedule: dict[tuple[int, s
 RESERVED_ONLY = {"vcpus": 0, "memory_mb": 512, "disk_gb": 0, "pci_devices": 0}
 
 
+def _delete_racing_resize(s: Session, host: str = "host2", saves: int = 5) -> StepResult:
+    """Seed 26 of a campaign (``host`` host2, 5 saves): a resize host1 -> host2 pauses before its 6th instance
+    save (finish_resize's first, after resize_instance saved the instance on host2, the old flavor still its
+    own) and the delete runs on host2; finish_resize then fails on the destroyed instance.  Pausing before
+    the 7th save instead, finish_resize has switched the flavor and marked the migration finished, but not
+    the instance resized, so the delete does not confirm the resize first."""
+    s.apply([op("create", instance="vm1", flavor="small", host="host1")])
+    return s.apply(
+        [op("resize", instance="vm1", flavor="medium", host=host), op("delete", instance="vm1")],
+        FixedDelays({(0, "nova.instance.save:before", saves): 1}),
+    )
+
+
+def test_nova_open_delete_mid_move_leaves_both_hosts_counting_the_deleted_instance() -> None:
+    """The destination keeps the resize's claim (the new flavor), the source the instance (the old one)."""
+    finding = finding_of(_delete_racing_resize, "nova-open-delete-mid-move")
+    assert finding.invariant == "usage-matches-oracle"
+    assert "host1 vcpus: tracked 1, but" in str(finding) and "host2 vcpus: tracked 2, but" in str(finding)
+
+
+@pytest.mark.parametrize(
+    "host, saves", [("host2", 5), ("host2", 6), ("host1", 6)],
+    ids=["seed-26", "finished", "same-host-finished"],
+)
+def test_the_target_drops_the_claims_of_a_resize_a_delete_destroyed_by_default(host: str, saves: int) -> None:
+    """Seed 26 first.  When the target ran casts as calls, finish_resize's failure came back through the casts
+    into prep_resize's claim context, which dropped host2's claim a second time (host2's vCPUs at -1)."""
+    with session() as s:
+        # raises Finding if an invariant breaks
+        resize, delete = _delete_racing_resize(s, host, saves).outcomes
+        assert isinstance(resize.error, s.target.rejections) and delete.error is None
+        assert "InstanceNotFound" in str(resize.error)
+        observed = s.target.observe()
+        assert observed.allocations == {}
+        assert observed.usage == {"host1": RESERVED_ONLY, "host2": RESERVED_ONLY}
+
+
 @pytest.mark.parametrize("host", ["host2", "host1"], ids=["cross-host", "same-host"])
 def test_the_target_fixes_delete_mid_revert_by_default(host: str) -> None:
     with session() as s:
