@@ -58,8 +58,9 @@ class Recording:
     #: The trace of each concurrent step, in order (not stored in files: a
     #: replay regenerates it, and comparing the two is the determinism check).
     traces: list[list[TraceEvent]] = field(default_factory=list)
-    #: The finding the example ended in, if it did (set as the finding is raised).
-    broke: Finding | None = None
+    #: The finding the example ended in, if it did (set as the finding is raised).  Not compared:
+    #: two runs that break alike raise two exception objects, which are never equal.
+    broke: Finding | None = field(default=None, compare=False)
 
     @property
     def nonzero_delays(self) -> int:

@@ -4,7 +4,9 @@ Every ``*.json`` file under ``tests/regressions/`` is collected as its own
 test: it passes while the file still behaves as recorded (a file expected to
 fail still fails the same invariant) and fails, saying so, when it doesn't.
 A file that fails with fault switches on gets a second test: with them off,
-the same steps and schedule must pass.
+the same steps and schedule must pass.  For a file on real Nova (a Nova
+start each, 5-15 s) that second test is in the nightly tier: every change's
+CI replays each file as recorded, the nightly run also with its faults off.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ class RegressionFile(pytest.File):
         except UsageError:  # reported by the replay item, as that file's failure
             return
         if case.expected == "fail" and case.recording.faults:
-            yield RegressionItem.from_parent(self, name="replay with its faults off")
+            faults_off = RegressionItem.from_parent(self, name="replay with its faults off")
+            if case.recording.target == "nova":
+                faults_off.add_marker(pytest.mark.nightly)
+            yield faults_off
 
 
 def needs_missing_target(path: Path) -> str | None:

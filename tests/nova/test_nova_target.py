@@ -861,6 +861,7 @@ def test_a_confirm_racing_a_delete_recreates_instance_extra_without_warnings() -
     assert rows == [(1,), (0,)]  # the deleted one, and the one the confirm inserted afterwards
 
 
+@pytest.mark.nightly  # 70 s on CI; the nightly workflow also fuzzes Nova for an hour
 def test_a_bounded_campaign_runs_without_harness_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A few seeded examples on real Nova: no harness error, and any finding replays as recorded."""
     from stateful.campaign import Campaign, CampaignOptions
