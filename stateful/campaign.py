@@ -270,8 +270,9 @@ class Worker:
     def stop_between_examples(self) -> bool:
         """Whether to end the chunk before its next example (a Nova example takes many seconds).
 
-        Never once an example has failed: Hypothesis is then shrinking it, and
-        the shrunk failure is what the campaign is for.
+        Never once an example has failed: Hypothesis is then shrinking it (or,
+        for a schedule that is not replayable, running it again), and the
+        failure is what the campaign is for.
         """
         return self.first_failure is None and self.out_of_budget()
 
@@ -338,54 +339,68 @@ class Worker:
                 report_multiple_bugs=False,
                 print_blob=False,
                 # shrinking a failure that need not happen again would only run out the shrink budget
-                phases=[phase for phase in profile.phases if replayable or phase not in (Phase.shrink, Phase.explain)],
+                phases=[p for p in profile.phases if replayable or p not in (Phase.shrink, Phase.explain)],
             )
             try:
                 run_state_machine_as_test(seed(chunk_seed)(machine), settings=chunk_settings)
             except StopRequested:
                 break
             except Finding as finding:
-                self.report_finding(finding, replayable)
+                if replayable:
+                    self.report_finding(finding)
+                else:
+                    self.report_first_failure(finding)
                 break
             except Flaky as flaky:
                 # Under real sleeps Hypothesis's re-run of a failing example may pass, or even draw other
                 # steps (each step's outcome steers the next draws): the failure seen first is the finding.
-                first = self.first_broken
-                if replayable or first is None or first.broke is None:
+                if replayable or self.first_broken is None:
                     self.emit("harness_error", f"worker {self.index}: {type(flaky).__name__}: {flaky}")
                 else:
-                    self.report_finding(first.broke, replayable=False, recording=first)
+                    self.report_first_failure(flaky)
                 break
             except (Exception, HypothesisException) as error:  # noqa: BLE001 - the fuzzer broke
                 self.emit("harness_error", f"worker {self.index}: {type(error).__name__}: {error}")
                 break
 
-    def report_finding(self, finding: Finding, replayable: bool = True, recording: Recording | None = None) -> None:
-        """Minimize a finding's recording (by default the one the machine attached to it), write it
-        as a regression file and report it.
-
-        A finding of a schedule that is not ``replayable`` (NOT_REPLAYABLE) is
-        written as it was first seen: its steps ran under real sleeps, which
-        its replay cannot bring back, so replaying smaller recordings would
-        prove nothing.
-        """
-        recording = recording or getattr(finding, "stateful_recording", None)
+    def report_finding(self, finding: Finding) -> None:
+        """Minimize the recording the machine attached to ``finding``, write it as a regression file
+        and report it."""
+        recording: Recording | None = getattr(finding, "stateful_recording", None)
         if recording is None:
             self.emit("harness_error", f"worker {self.index}: a finding without a recording: {finding}")
             return
-        if replayable:
-            recording, finding = minimize(
-                recording, finding, target_factory(self.options.target), self.faults,
-                self.options.shrink_seconds, stop=self.hurry.is_set,
-            )
+        recording, finding = minimize(
+            recording, finding, target_factory(self.options.target), self.faults,
+            self.options.shrink_seconds, stop=self.hurry.is_set,
+        )
         cut_short = self.shrink_budget.cut.is_set() or self.hurry.is_set()
-        notes = self.notes() + (" Shrinking was cut short by a stop request." if cut_short else "")
-        if not replayable:
-            notes += (
-                f" Found under the {self.options.schedule} schedule, which is not deterministic: kept as first"
-                " seen, not shrunk; its replay runs each step's operations in sequence and may not break"
-                " the invariant again."
-            )
+        notes = self.notes("shrunk by Hypothesis, then minimized by replay.")
+        if cut_short:
+            notes += " Shrinking was cut short by a stop request."
+        self._write_and_emit(recording, finding, notes)
+
+    def report_first_failure(self, ended_by: BaseException) -> None:
+        """Write and report the first example that broke an invariant, as it was seen.
+
+        For a schedule that is not replayable (NOT_REPLAYABLE): its steps ran
+        under real sleeps, which no replay brings back, so Hypothesis's re-run
+        (``ended_by``: a Finding, maybe of another invariant, or a Flaky) and
+        replaying smaller recordings would prove nothing.
+        """
+        first = self.first_broken
+        if first is None or first.broke is None:
+            message = f"worker {self.index}: {type(ended_by).__name__} without a failure: {ended_by}"
+            self.emit("harness_error", message)
+            return
+        notes = self.notes(
+            f"not shrunk: the {self.options.schedule} schedule is not deterministic, so this is the first "
+            "failing example as seen; its replay runs each step's operations in sequence and may not break the "
+            "invariant again."
+        )
+        self._write_and_emit(first, first.broke, notes)
+
+    def _write_and_emit(self, recording: Recording, finding: Finding, notes: str) -> None:
         path = write(case_from_finding(recording, finding, notes), self.options.regressions)
         self.emit(
             "finding",
@@ -401,12 +416,12 @@ class Worker:
             ),
         )
 
-    def notes(self) -> str:
-        """Where a regression file came from, and what its fault switches do."""
+    def notes(self, how_shrunk: str) -> str:
+        """Where a regression file came from, how it was shrunk, and what its fault switches do."""
         options = self.options
         found_by = (
             f"Found by python -m stateful fuzz (target {options.target}, schedule {options.schedule}, "
-            f"seed {options.seed}, worker {self.index}); shrunk by Hypothesis, then minimized by replay."
+            f"seed {options.seed}, worker {self.index}); {how_shrunk}"
         )
         return " ".join([found_by, *(f"{fault.name}: {fault.description} ({fault.bug})." for fault in self.faults)])
 

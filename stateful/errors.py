@@ -22,12 +22,19 @@ class Finding(AssertionError):
         self.invariant = invariant
         self.message = message
 
+    def __reduce__(self) -> tuple[type, tuple[str, ...]]:
+        # built again from its two parts (its one exception argument is their sum): copies and pickles work
+        return type(self), (self.invariant, self.message)
+
 
 class Deadlock(Finding):
     """Every live task is blocked: the system under test deadlocked."""
 
     def __init__(self, message: str) -> None:
         super().__init__("no-deadlock", message)
+
+    def __reduce__(self) -> tuple[type, tuple[str, ...]]:
+        return type(self), (self.message,)
 
 
 class HarnessError(Exception):

@@ -194,6 +194,8 @@ class AccountingMachine(RuleBasedStateMachine):
             # The last example Hypothesis runs is the shrunk one; whoever
             # catches its failure finds the replayable recording here.
             error.stateful_recording = self.session.recording  # type: ignore[attr-defined]
+            if isinstance(error, Finding) and self.session.recording.broke is None:
+                self.session.recording.broke = error  # one raised here, not by the session
             raise
         self.state = result.observation
         if schedule is not None:

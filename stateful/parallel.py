@@ -39,7 +39,9 @@ def run_cells(cells: Sequence[Cell[T]], jobs: int, done: Callable[[int, T], None
             done(index, results[-1])
         return results
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
-    futures: dict[Future[T], int] = {pool.submit(_guarded, name, call): index for index, (name, call) in enumerate(cells)}
+    futures: dict[Future[T], int] = {
+        pool.submit(_guarded, name, call): index for index, (name, call) in enumerate(cells)
+    }
     try:
         for future in as_completed(futures):
             done(futures[future], future.result())

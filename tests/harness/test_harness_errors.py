@@ -70,7 +70,8 @@ def test_a_session_reports_the_harness_error_and_a_system_error_as_a_finding(mon
 
 def _campaign_whose_failure_does_not_recur(schedule: str, flaky: type, tmp_path: Path) -> Any:
     """A campaign whose first Hypothesis run ends as one does when a failing example, run again,
-    does not fail (FlakyFailure) or draws other steps (FlakyStrategyDefinition)."""
+    does not fail (FlakyFailure), draws other steps (FlakyStrategyDefinition) or fails otherwise
+    (``flaky`` Finding: another invariant)."""
     import fixtures
 
     from stateful.campaign import Campaign, CampaignOptions
@@ -85,6 +86,8 @@ def _campaign_whose_failure_does_not_recur(schedule: str, flaky: type, tmp_path:
 
     def fails_then_not_again(machine: Any, settings: Any) -> None:
         machine.config.on_example(recording)
+        if flaky is Finding:  # the re-run failed too, but otherwise
+            raise Finding("no-negative-usage", "host2 vcpus: -1")
         raise flaky("Inconsistent results: failed on the first run but now succeeds", [recording.broke])
 
     options = CampaignOptions(
@@ -94,7 +97,7 @@ def _campaign_whose_failure_does_not_recur(schedule: str, flaky: type, tmp_path:
         return Campaign(options).run()
 
 
-@pytest.mark.parametrize("flaky", [FlakyFailure, FlakyStrategyDefinition])
+@pytest.mark.parametrize("flaky", [FlakyFailure, FlakyStrategyDefinition, Finding])
 def test_a_wall_clock_failure_that_does_not_recur_is_still_a_finding(tmp_path: Path, flaky: type) -> None:
     """Real sleeps on free-running threads need not interleave the same way twice: that is the
     strategy, not the fuzzer, failing to be deterministic."""
@@ -103,7 +106,7 @@ def test_a_wall_clock_failure_that_does_not_recur_is_still_a_finding(tmp_path: P
     (finding,) = report.findings
     assert (finding.invariant, finding.first_failure_examples) == ("usage-matches-oracle", 1)
     (written,) = tmp_path.glob("*.json")
-    assert "not deterministic: kept as first seen, not shrunk" in written.read_text()
+    assert "not shrunk: the wallclock schedule is not deterministic" in written.read_text()
 
 
 @pytest.mark.parametrize("flaky", [FlakyFailure, FlakyStrategyDefinition])
