@@ -354,7 +354,7 @@ class Worker:
             except Flaky as flaky:
                 # Under real sleeps Hypothesis's re-run of a failing example may pass, or even draw other
                 # steps (each step's outcome steers the next draws): the failure seen first is the finding.
-                if replayable or self.first_broken is None:
+                if replayable:
                     self.emit("harness_error", f"worker {self.index}: {type(flaky).__name__}: {flaky}")
                 else:
                     self.report_first_failure(flaky)
