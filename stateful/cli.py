@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
-    """An argparse ``type``: ``convert``, refusing zero and below."""
+    """An argparse ``type``: ``convert``, refusing zero and below, infinity and nan."""
 
     def parse(text: str) -> float:
         value = convert(text)
